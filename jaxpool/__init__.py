@@ -1,5 +1,33 @@
-"""jaxpool: PyTorch-exact pooling for JAX and Flax."""
+"""jaxpool: PyTorch-exact pooling for JAX and Flax.
 
+Pure functions (this namespace), Flax modules in :mod:`jaxpool.linen` and
+:mod:`jaxpool.nnx`. The contract is documented per function; layouts default to
+``channels_last`` and ``strides=None`` means ``strides = window_shape``.
+"""
+
+from jaxpool._adaptive import (
+    adaptive_avg_pool,
+    adaptive_max_pool,
+    adaptive_max_pool_with_indices,
+)
+from jaxpool._argmax import max_pool_with_indices
+from jaxpool._global import channel_pool, global_avg_pool, global_max_pool
+from jaxpool._unpool import max_unpool
 from jaxpool._window import avg_pool, lp_pool, max_pool, min_pool
 
-__all__ = ["avg_pool", "lp_pool", "max_pool", "min_pool"]
+__version__ = "0.1.0"
+
+__all__ = [
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
+    "adaptive_max_pool_with_indices",
+    "avg_pool",
+    "channel_pool",
+    "global_avg_pool",
+    "global_max_pool",
+    "lp_pool",
+    "max_pool",
+    "max_pool_with_indices",
+    "max_unpool",
+    "min_pool",
+]

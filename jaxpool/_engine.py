@@ -88,7 +88,7 @@ def _stack(x: jax.Array, axis: int, t: AxisTaps, fill: np.ndarray, mode: str) ->
       xw = lax.slice_in_dim(xw, 0, t.window, axis=axis + 1)
     return xw
   pos = t.positions()
-  xw = jnp.take(x, np.clip(pos, 0, t.size - 1).ravel(), axis=axis, mode="promise_in_bounds")
+  xw = jnp.take(x, np.clip(pos, 0, t.size - 1).ravel(), axis=axis, mode="clip")
   xw = xw.reshape(shape[:axis] + pos.shape + shape[axis + 1:])
   real = t.real()
   if not real.all():

@@ -190,7 +190,7 @@ class AxisTaps:
 # ----------------------------------------------------------------------------- windows
 
 
-def _padding(fn: str, padding: Any, window: tuple[int, ...], strides: tuple[int, ...],
+def parse_padding(fn: str, padding: Any, window: tuple[int, ...], strides: tuple[int, ...],
              dilation: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
   d = len(window)
   if isinstance(padding, str):
@@ -252,7 +252,7 @@ def window_taps(fn: str, spatial: tuple[int, ...], window_shape: Any, strides: A
   stride = window if strides is None else int_tuple(fn, "strides", strides, d, 1)
   dil = int_tuple(fn, "dilation", dilation, d, 1)
   ceil_mode = check_bool(fn, "ceil_mode", ceil_mode)
-  pads = _padding(fn, padding, window, stride, dil, spatial)
+  pads = parse_padding(fn, padding, window, stride, dil, spatial)
   taps = []
   for i, (n, k, s, r, (lo, hi)) in enumerate(zip(spatial, window, stride, dil, pads)):
     out = output_length(n, k, s, r, lo, hi, ceil_mode)

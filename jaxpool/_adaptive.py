@@ -1,0 +1,162 @@
+"""PyTorch-exact adaptive pooling: bin ``i`` of ``o`` over length ``L`` covers
+``[floor(i*L/o), ceil((i+1)*L/o))``.
+
+Each spatial axis gets a trace-time plan from its static ``(L, o)``:
+
+* equal bins at a constant step (``o`` divides ``L``, or e.g. 56 -> 5 is width 12,
+  step 11): a regular window, reduced like any pooling window (reshape or strided
+  slices);
+* otherwise the bins take two widths: one static gather of the ``(o, max width)``
+  positions, masked to each bin's width.
+
+The program size depends on the bin width, never on a per-bin loop over ``o``, and no
+plan uses a scatter or a matmul in the forward pass.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+from jax.typing import ArrayLike
+
+from jaxpool import _geometry as geo
+from jaxpool._argmax import indexed_select
+from jaxpool._engine import select_pool, sum_pool
+from jaxpool._window import divide
+
+
+@functools.cache
+def bin_taps(size: int, out: int) -> geo.AxisTaps:
+  """The taps of ``out`` adaptive bins over an axis of length ``size``."""
+  i = np.arange(out)
+  starts = (i * size) // out
+  ends = -((-(i + 1) * size) // out)
+  widths = ends - starts
+  steps = np.diff(starts)
+  if out == 1 or ((widths == widths[0]).all() and (steps == steps[0]).all()):
+    stride = int(steps[0]) if out > 1 else size
+    return geo.AxisTaps(size, out, int(widths[0]), stride)
+  return geo.AxisTaps(size, out, int(widths.max()), starts=tuple(int(s) for s in starts),
+                      widths=tuple(int(w) for w in widths))
+
+
+def _geometry(fn: str, x, output_size, data_format, kinds: str):
+  x = geo.as_array(fn, x, kinds=kinds)
+  size = geo.shape_tuple(fn, "output_size", output_size, 1, allow_none=True)
+  lay = geo.layout(fn, x.shape, len(size), data_format)
+  spatial = lay.spatial_shape(x.shape)
+  for i, n in enumerate(spatial):
+    if n < 1:
+      raise ValueError(f"{fn}: input spatial size must be >= 1, got {spatial} (dim {i}).")
+  taps = tuple(bin_taps(n, n if o is None else o) for n, o in zip(spatial, size))
+  return x, lay, taps
+
+
+_SHAPES = """Shapes: ``x`` is ``(*batch, *spatial, C)`` (``channels_last``) or
+  ``(*batch, C, *spatial)``; the output replaces ``*spatial`` by ``output_size``."""
+
+
+def adaptive_avg_pool(x: ArrayLike, output_size, *,
+                      data_format: str = "channels_last") -> jax.Array:
+  """Adaptive average pooling with PyTorch's (possibly overlapping) bins.
+
+  {shapes}
+
+  Args:
+    x: floating input (float32 accumulation for float16/bfloat16).
+    output_size: ``d`` entries, each an int >= 1 (may exceed the input length) or
+      ``None`` to keep that dim.
+    data_format: ``"channels_last"`` (default) or ``"channels_first"``.
+
+  Returns:
+    Per bin, the mean of its elements (same dtype as ``x``).
+
+  Raises:
+    ValueError, TypeError: bad ``output_size``, rank or dtype.
+
+  Lowering: reshapes/strided slices and adds for equal bins, one static gather per
+  irregular axis; identical on CPU, GPU and TPU. The gradient of an irregular axis is
+  JAX's transpose of that gather (a scatter-add).
+
+  Example:
+    >>> import jax.numpy as jnp, jaxpool
+    >>> x = jnp.arange(5.).reshape(5, 1)
+    >>> jaxpool.adaptive_avg_pool(x, (3,))[:, 0]
+    Array([0.5, 2. , 3.5], dtype=float32)
+  """
+  fn = "adaptive_avg_pool"
+  x, lay, taps = _geometry(fn, x, output_size, data_format, "float")
+  with jax.named_scope(fn):
+    total = sum_pool(x.astype(geo.accum_dtype(x.dtype)), lay.spatial_axes, taps)
+    return divide(total, geo.outer([t.count(False) for t in taps]), lay).astype(x.dtype)
+
+
+def adaptive_max_pool(x: ArrayLike, output_size, *,
+                      data_format: str = "channels_last") -> jax.Array:
+  """Adaptive max pooling with PyTorch's bins.
+
+  {shapes}
+
+  Args:
+    x: input (float, int or bool).
+    output_size, data_format: as :func:`adaptive_avg_pool`.
+
+  Returns:
+    Per bin, its maximum; NaN propagates and the gradient goes to the first maximum in
+    row-major order (the element :func:`adaptive_max_pool_with_indices` names).
+
+  Raises:
+    ValueError, TypeError: bad ``output_size``, rank or dtype.
+
+  Lowering: as :func:`adaptive_avg_pool`, with max and select instead of add.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxpool
+    >>> x = jnp.array([3., 1., 4., 1., 5.]).reshape(5, 1)
+    >>> jaxpool.adaptive_max_pool(x, (2,))[:, 0]
+    Array([4., 5.], dtype=float32)
+  """
+  fn = "adaptive_max_pool"
+  x, lay, taps = _geometry(fn, x, output_size, data_format, "any")
+  with jax.named_scope(fn):
+    return select_pool(x, lay.spatial_axes, taps, "max")
+
+
+def adaptive_max_pool_with_indices(x: ArrayLike, output_size, *,
+                                   data_format: str = "channels_last"
+                                   ) -> tuple[jax.Array, jax.Array]:
+  """Adaptive max pooling plus PyTorch-convention int32 argmax indices.
+
+  {shapes}
+
+  Args:
+    x, output_size, data_format: as :func:`adaptive_max_pool`.
+
+  Returns:
+    ``(values, indices)``: ``values`` as :func:`adaptive_max_pool`; ``indices`` the flat
+    row-major index within each (batch, channel) slice's spatial volume of the first
+    maximum (or first NaN), exactly as :func:`jaxpool.max_pool_with_indices`.
+
+  Raises:
+    ValueError, TypeError: bad ``output_size``, rank or dtype, or a spatial volume too
+    large for int32.
+
+  Lowering: as :func:`adaptive_max_pool`, carrying a flat index through the selects.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxpool
+    >>> x = jnp.array([3., 1., 4., 1., 5.]).reshape(5, 1)
+    >>> v, i = jaxpool.adaptive_max_pool_with_indices(x, (2,))
+    >>> i[:, 0]
+    Array([2, 4], dtype=int32)
+  """
+  fn = "adaptive_max_pool_with_indices"
+  x, lay, taps = _geometry(fn, x, output_size, data_format, "any")
+  return indexed_select(fn, x, lay, taps)
+
+
+for _f in (adaptive_avg_pool, adaptive_max_pool, adaptive_max_pool_with_indices):
+  _f.__doc__ = _f.__doc__.replace("{shapes}", _SHAPES)
+del _f

@@ -1,0 +1,142 @@
+"""``max_unpool``: scatter pooled values back to their argmax positions."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from jaxpool import _geometry as geo
+
+
+def _scatter(v: jax.Array, idx: jax.Array, m: int) -> jax.Array:
+  safe = jnp.where((idx >= 0) & (idx < m), idx, m)  # negative indices must not wrap
+  return jnp.zeros((m,), v.dtype).at[safe].set(v, mode="drop")
+
+
+def _gather(g: jax.Array, idx: jax.Array, m: int) -> jax.Array:
+  safe = jnp.where((idx >= 0) & (idx < m), idx, m)
+  return g.at[safe].get(mode="fill", fill_value=0)
+
+
+def _batched(f, ndim: int, flat_axis: int):
+  """vmap ``f`` (1-D in, 1-D out) over every axis but ``flat_axis``, keeping positions.
+
+  Batch and channel stay scatter/gather batching dimensions, so an input sharded along
+  them needs no cross-device traffic.
+  """
+  # The vmap of axis ``a`` sees every axis but the ones mapped outside it (the smaller
+  # non-flat axes), so ``a`` sits at position ``a - (number of those)``.
+  axes = [a for a in range(ndim) if a != flat_axis]
+  inner = f
+  for k in reversed(range(len(axes))):
+    inner = jax.vmap(inner, in_axes=(axes[k] - k, axes[k] - k), out_axes=axes[k] - k)
+  return inner
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _unpool_flat(v: jax.Array, idx: jax.Array, m: int, flat_axis: int) -> jax.Array:
+  return _batched(functools.partial(_scatter, m=m), v.ndim, flat_axis)(v, idx)
+
+
+def _unpool_fwd(v, idx, m, flat_axis):
+  return _unpool_flat(v, idx, m, flat_axis), idx
+
+
+def _unpool_bwd(m, flat_axis, idx, g):
+  # PyTorch's max_unpool backward: every value reads the cotangent at its index.
+  gather = _batched(functools.partial(_gather, m=m), g.ndim, flat_axis)
+  return gather(g, idx), None
+
+
+_unpool_flat.defvjp(_unpool_fwd, _unpool_bwd)
+
+
+def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None,
+               padding: Any = 0, *, output_size=None,
+               data_format: str = "channels_last") -> jax.Array:
+  """Inverse of max pooling: scatter ``values`` into zeros at ``indices``.
+
+  Shapes: ``values`` and ``indices`` are ``(*batch, *spatial_in, C)`` (or
+  ``(*batch, C, *spatial_in)``); the output is ``(*batch, *spatial_out, C)``.
+
+  Args:
+    values: pooled values (float, int or bool).
+    indices: integer flat indices within each (batch, channel) slice's output spatial
+      volume, PyTorch's convention (as from :func:`max_pool_with_indices` or from a
+      PyTorch model's ``return_indices=True``).
+    window_shape, strides, padding: the pooling's arguments; they fix the default
+      output size ``(in - 1) * stride - (lo + hi) + window`` per spatial dim. ``"SAME"``
+      cannot be inverted without the input size: pass explicit pads and ``output_size``.
+    output_size: ``d`` ints (spatial only) that override the default; each must lie
+      strictly within ``default - stride`` and ``default + stride`` (PyTorch's rule).
+    data_format: ``"channels_last"`` (default) or ``"channels_first"``.
+
+  Returns:
+    The unpooled array, the dtype of ``values``. Where several values share an index,
+    one of them is written (they are equal for indices from max pooling). Indices outside
+    ``[0, prod(spatial_out))`` cannot be checked under ``jit``: their values are dropped.
+    The gradient with respect to ``values`` gathers the cotangent at each index (as
+    PyTorch); ``indices`` get none.
+
+  Raises:
+    ValueError, TypeError: bad arguments or mismatched shapes.
+
+  Lowering: one scatter (forward) and one gather (backward) whose batch and channel axes
+  are batching dimensions, on CPU, GPU and TPU alike.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxpool
+    >>> x = jnp.array([[1., 5.], [7., 2.]])[None, :, :, None]
+    >>> v, i = jaxpool.max_pool_with_indices(x, (2, 2))
+    >>> jaxpool.max_unpool(v, i, (2, 2))[0, :, :, 0]
+    Array([[0., 0.],
+           [7., 0.]], dtype=float32)
+  """
+  fn = "max_unpool"
+  values = geo.as_array(fn, values, kinds="any")
+  indices = jnp.asarray(indices)
+  if not jnp.issubdtype(indices.dtype, jnp.integer):
+    raise TypeError(f"{fn}: indices must have an integer dtype, got {indices.dtype}.")
+  if indices.shape != values.shape:
+    raise ValueError(f"{fn}: indices must have the shape of values, got values "
+                     f"{values.shape} and indices {indices.shape}.")
+  window = geo.shape_tuple(fn, "window_shape", window_shape)
+  d = len(window)
+  lay = geo.layout(fn, values.shape, d, data_format)
+  stride = window if strides is None else geo.int_tuple(fn, "strides", strides, d, 1)
+  if isinstance(padding, str) and padding.upper() == "SAME":
+    raise ValueError(f"{fn}: padding='SAME' depends on the pooled input's size; pass the "
+                     f"explicit (lo, hi) pairs and output_size instead.")
+  pads = geo.parse_padding(fn, padding, window, stride, (1,) * d, (0,) * d)
+  spatial_in = lay.spatial_shape(values.shape)
+  default = tuple((n - 1) * s - (lo + hi) + k
+                  for n, s, (lo, hi), k in zip(spatial_in, stride, pads, window))
+  if output_size is None:
+    size = default
+    if min(size) < 1:
+      raise ValueError(f"{fn}: default output size {size} has a dim < 1 (input {spatial_in}, "
+                       f"window {window}, stride {stride}, padding {pads}).")
+  else:
+    size = geo.shape_tuple(fn, "output_size", output_size)
+    if len(size) != d:
+      raise ValueError(f"{fn}: output_size must have {d} entries (spatial dims only), got "
+                       f"{output_size!r}.")
+    for i, (n, dflt, s) in enumerate(zip(size, default, stride)):
+      if not dflt - s < n < dflt + s:
+        raise ValueError(
+            f"{fn}: output_size={tuple(size)} is out of range on spatial dim {i}: must be "
+            f"strictly between {dflt - s} and {dflt + s} (default {dflt}, stride {s}).")
+  m = geo.spatial_volume(fn, size)
+  # Flatten the spatial dims (contiguous in both layouts) into one axis.
+  first = lay.spatial_axes[0]
+  flat_shape = values.shape[:first] + (math.prod(spatial_in),) + values.shape[first + d:]
+  with jax.named_scope(fn):
+    out = _unpool_flat(values.reshape(flat_shape),
+                       indices.astype(np.int32).reshape(flat_shape), m, first)
+    return out.reshape(values.shape[:first] + tuple(size) + values.shape[first + d:])
