@@ -104,9 +104,7 @@ class Layout:
     shape = [1] * self.ndim
     for a, n in zip(self.spatial_axes, arr.shape):
       shape[a] = n
-    # Drop leading ones so unbatched and batched inputs share one constant.
-    first = min(self.spatial_axes + (self.channel_axis,))
-    return arr.reshape(shape[first:])
+    return arr.reshape(shape)
 
 
 def layout(fn: str, shape: Sequence[int], num_spatial: int, data_format: Any) -> Layout:

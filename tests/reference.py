@@ -1,0 +1,202 @@
+"""Slow, obviously-correct NumPy loop references for every jaxpool op.
+
+Written independently of jaxpool (no shared helpers), straight from the contract and
+PyTorch's C++ kernels. Arrays are channels_first ``(N, C, *spatial)`` here; tests move
+axes for the other layout. Everything is computed in float64.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+
+def out_len(n, k, s, d, lo, hi, ceil_mode):
+  """PyTorch's pooling_output_shape_pad_lr, written out."""
+  eff = d * (k - 1) + 1
+  num = n + lo + hi - eff + (s - 1 if ceil_mode else 0)
+  out = math.floor(num / s) + 1
+  if ceil_mode and (out - 1) * s >= n + lo:
+    out -= 1
+  return out
+
+
+def _pads(padding, window, strides, dilation, sizes):
+  d = len(window)
+  if isinstance(padding, str):
+    if padding == "VALID":
+      return [(0, 0)] * d
+    pads = []
+    for n, k, s, r in zip(sizes, window, strides, dilation):
+      out = math.ceil(n / s)
+      total = max((out - 1) * s + r * (k - 1) + 1 - n, 0)
+      pads.append((total // 2, total - total // 2))
+    return pads
+  if isinstance(padding, int):
+    return [(padding, padding)] * d
+  return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+
+
+def _tuple(v, d):
+  return (v,) * d if isinstance(v, int) else tuple(v)
+
+
+def _geometry(x, window, strides, padding, dilation, ceil_mode):
+  d = len(window)
+  sizes = x.shape[2:]
+  strides = window if strides is None else _tuple(strides, d)
+  dilation = _tuple(dilation, d)
+  pads = _pads(padding, window, strides, dilation, sizes)
+  outs = [out_len(n, k, s, r, lo, hi, ceil_mode)
+          for n, k, s, r, (lo, hi) in zip(sizes, window, strides, dilation, pads)]
+  return sizes, strides, dilation, pads, outs
+
+
+def _taps(o, window, strides, dilation, pads):
+  """All window positions (row-major), padding included."""
+  ranges = [[o_d * s - lo + j * r for j in range(k)]
+            for o_d, k, s, r, (lo, _) in zip(o, window, strides, dilation, pads)]
+  return list(itertools.product(*ranges))
+
+
+def _inside(pos, sizes):
+  return all(0 <= p < n for p, n in zip(pos, sizes))
+
+
+def _flat(pos, sizes):
+  idx = 0
+  for p, n in zip(pos, sizes):
+    idx = idx * n + p
+  return idx
+
+
+def _argbest(vals, better):
+  """Index of the first best value; NaN wins (first NaN)."""
+  best = 0
+  for i, v in enumerate(vals):
+    if np.isnan(vals[best]):
+      break
+    if np.isnan(v) or better(v, vals[best]):
+      best = i
+  return best
+
+
+def max_pool_with_indices(x, window, strides=None, padding=0, dilation=1, ceil_mode=False,
+                          kind="max"):
+  x = np.asarray(x)
+  sizes, strides, dilation, pads, outs = _geometry(x, window, strides, padding, dilation,
+                                                   ceil_mode)
+  better = (lambda a, b: a > b) if kind == "max" else (lambda a, b: a < b)
+  vals = np.zeros(x.shape[:2] + tuple(outs), x.dtype)
+  idx = np.zeros(vals.shape, np.int64)
+  for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+    for o in itertools.product(*[range(m) for m in outs]):
+      real = [p for p in _taps(o, window, strides, dilation, pads) if _inside(p, sizes)]
+      v = [x[(n, c) + p] for p in real]
+      b = _argbest(v, better)
+      vals[(n, c) + o] = v[b]
+      idx[(n, c) + o] = _flat(real[b], sizes)
+  return vals, idx
+
+
+def max_pool(x, *args, **kw):
+  return max_pool_with_indices(x, *args, **kw)[0]
+
+
+def min_pool(x, *args, **kw):
+  return max_pool_with_indices(x, *args, kind="min", **kw)[0]
+
+
+def avg_pool(x, window, strides=None, padding=0, dilation=1, ceil_mode=False,
+             count_include_pad=True, divisor_override=None):
+  x = np.asarray(x, np.float64)
+  sizes, strides, dilation, pads, outs = _geometry(x, window, strides, padding, dilation,
+                                                   ceil_mode)
+  out = np.zeros(x.shape[:2] + tuple(outs))
+  for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+    for o in itertools.product(*[range(m) for m in outs]):
+      taps = _taps(o, window, strides, dilation, pads)
+      real = [p for p in taps if _inside(p, sizes)]
+      total = sum(x[(n, c) + p] for p in real)
+      if divisor_override:
+        div = divisor_override
+      elif count_include_pad:  # taps inside the padded extent
+        div = sum(all(-lo <= q < m + hi for q, m, (lo, hi) in zip(p, sizes, pads))
+                  for p in taps)
+      else:
+        div = len(real)
+      out[(n, c) + o] = total / div
+  return out
+
+
+def lp_pool(x, p, window, strides=None, padding=0, dilation=1, ceil_mode=False):
+  x = np.asarray(x, np.float64)
+  sizes, strides, dilation, pads, outs = _geometry(x, window, strides, padding, dilation,
+                                                   ceil_mode)
+  out = np.zeros(x.shape[:2] + tuple(outs))
+  for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+    for o in itertools.product(*[range(m) for m in outs]):
+      real = [q for q in _taps(o, window, strides, dilation, pads) if _inside(q, sizes)]
+      with np.errstate(invalid="ignore"):
+        out[(n, c) + o] = sum(x[(n, c) + q] ** p for q in real) ** (1 / p)
+  return out
+
+
+def _bins(n, o):
+  return [(math.floor(i * n / o), math.ceil((i + 1) * n / o)) for i in range(o)]
+
+
+def _adaptive(x, output_size):
+  sizes = x.shape[2:]
+  output_size = [n if o is None else o for n, o in zip(sizes, output_size)]
+  bins = [_bins(n, o) for n, o in zip(sizes, output_size)]
+  for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+    for o in itertools.product(*[range(m) for m in output_size]):
+      ranges = [range(*bins[d][o_d]) for d, o_d in enumerate(o)]
+      yield (n, c) + o, list(itertools.product(*ranges)), tuple(output_size)
+
+
+def adaptive_avg_pool(x, output_size):
+  x = np.asarray(x, np.float64)
+  out = None
+  for where, pos, size in _adaptive(x, output_size):
+    if out is None:
+      out = np.zeros(x.shape[:2] + size)
+    out[where] = np.mean([x[where[:2] + p] for p in pos])
+  return out
+
+
+def adaptive_max_pool_with_indices(x, output_size):
+  x = np.asarray(x)
+  vals = idx = None
+  for where, pos, size in _adaptive(x, output_size):
+    if vals is None:
+      vals = np.zeros(x.shape[:2] + size, x.dtype)
+      idx = np.zeros(vals.shape, np.int64)
+    v = [x[where[:2] + p] for p in pos]
+    b = _argbest(v, lambda a, c: a > c)
+    vals[where], idx[where] = v[b], _flat(pos[b], x.shape[2:])
+  return vals, idx
+
+
+def max_unpool(values, indices, output_spatial):
+  values = np.asarray(values)
+  out = np.zeros(values.shape[:2] + tuple(output_spatial), values.dtype)
+  flat = out.reshape(values.shape[:2] + (-1,))
+  m = flat.shape[-1]
+  for n, c in itertools.product(range(values.shape[0]), range(values.shape[1])):
+    for v, i in zip(values[n, c].ravel(), np.asarray(indices)[n, c].ravel()):
+      if 0 <= i < m:
+        flat[n, c, i] = v
+  return flat.reshape(out.shape)
+
+
+def max_pool_grad(x, g, *args, kind="max", **kw):
+  """d/dx of sum(max_pool(x) * g): each window's g goes to its chosen element."""
+  _, idx = max_pool_with_indices(x, *args, kind=kind, **kw)
+  dx = np.zeros(x.shape[:2] + (math.prod(x.shape[2:]),))
+  for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+    np.add.at(dx[n, c], idx[n, c].ravel(), np.asarray(g, np.float64)[n, c].ravel())
+  return dx.reshape(x.shape)

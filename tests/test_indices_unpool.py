@@ -1,0 +1,142 @@
+"""max_pool_with_indices and max_unpool against the reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference as ref
+from test_window import CASES, IDS, _kw, _ref_args
+from util import LAYOUTS, from_layout, maybe_jit, randn, ties, to_layout
+
+import jaxpool
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("use_jit", [False, True])
+@pytest.mark.parametrize("data", ["random", "ties", "nan"])
+def test_indices_vs_reference(rng, case, data_format, use_jit, data):
+  shape = (2, 3) + case[0]
+  x = ties(rng, shape) if data == "ties" else randn(rng, shape)
+  if data == "nan":
+    x[rng.random(shape) < 0.15] = np.nan
+  f = maybe_jit(jaxpool.max_pool_with_indices, use_jit, data_format=data_format, **_kw(case))
+  v, i = f(to_layout(x, data_format))
+  assert i.dtype == jnp.int32 and i.shape == v.shape
+  want_v, want_i = ref.max_pool_with_indices(x, *_ref_args(case))
+  np.testing.assert_array_equal(from_layout(v, data_format), want_v)
+  np.testing.assert_array_equal(from_layout(i, data_format), want_i)
+  # values are bit-identical to max_pool
+  m = jaxpool.max_pool(to_layout(x, data_format), data_format=data_format, **_kw(case))
+  np.testing.assert_array_equal(np.asarray(v).view(np.uint32), np.asarray(m).view(np.uint32))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32])
+def test_indices_integer(rng, dtype):
+  info = np.iinfo(dtype)
+  x = rng.integers(info.min, info.max, size=(2, 2, 6, 7), endpoint=True).astype(dtype)
+  x[0, 0, :3, :3] = info.min  # a window of the dtype minimum, next to padding
+  v, i = jaxpool.max_pool_with_indices(x, (3, 3), 2, 1, data_format="channels_first")
+  want_v, want_i = ref.max_pool_with_indices(x, (3, 3), 2, 1)
+  assert v.dtype == dtype
+  np.testing.assert_array_equal(v, want_v)
+  np.testing.assert_array_equal(i, want_i)
+
+
+def test_all_neg_inf_window_points_to_real_element():
+  x = np.full((1, 1, 3, 3), -np.inf, np.float32)
+  v, i = jaxpool.max_pool_with_indices(x, (3, 3), 2, 1, data_format="channels_first")
+  # PyTorch: the first real element of each window, never a padding position.
+  np.testing.assert_array_equal(i[0, 0], [[0, 1], [3, 4]])  # windows start at 0 and 1
+  assert np.all(v == -np.inf)
+
+
+def test_values_grad_and_indices_no_grad(rng):
+  x = randn(rng, (2, 8, 8, 3))
+
+  def loss(v):
+    vals, idx = jaxpool.max_pool_with_indices(v, (3, 3), 2, 1, dilation=2)
+    return jnp.sum(vals ** 2) + jnp.sum(idx.astype(jnp.float32))
+
+  def loss_ref(v):
+    return jnp.sum(jaxpool.max_pool(v, (3, 3), 2, 1, dilation=2) ** 2)
+
+  np.testing.assert_allclose(jax.grad(loss)(x), jax.grad(loss_ref)(x), rtol=1e-6)
+
+
+def test_int32_overflow_is_a_value_error():
+  x = jax.ShapeDtypeStruct((1, 50000, 50000, 1), jnp.float32)
+  with pytest.raises(ValueError, match="int32"):
+    jax.eval_shape(lambda v: jaxpool.max_pool_with_indices(v, (2, 2)), x)
+
+
+# ----------------------------------------------------------------------------- unpool
+
+
+# max_unpool has no dilation and cannot invert "SAME" (as PyTorch): those cases are excluded.
+_UNPOOLABLE = [(c, i) for c, i in zip(CASES, IDS) if not isinstance(c[3], str) and c[4] == 1]
+
+
+@pytest.mark.parametrize("case", [c for c, _ in _UNPOOLABLE], ids=[i for _, i in _UNPOOLABLE])
+@pytest.mark.parametrize("data_format", LAYOUTS)
+def test_round_trip_keeps_window_maxima(rng, case, data_format):
+  x = randn(rng, (2, 3) + case[0])
+  kw = _kw(case)
+  kw.pop("dilation"), kw.pop("ceil_mode")
+  v, i = jaxpool.max_pool_with_indices(to_layout(x, data_format), data_format=data_format,
+                                       ceil_mode=case[5], **kw)
+  out = jaxpool.max_unpool(v, i, output_size=case[0], data_format=data_format, **kw)
+  got = from_layout(out, data_format)
+  want = ref.max_unpool(*ref.max_pool_with_indices(x, *_ref_args(case)), case[0])
+  np.testing.assert_array_equal(got, want)
+  # every nonzero is an input element at the same place
+  nz = got != 0
+  np.testing.assert_array_equal(got[nz], x[nz])
+
+
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.uint8])
+def test_unpool_scatter_semantics(rng, data_format, dtype):
+  v = (rng.random((2, 3, 4, 5)) * 100).astype(dtype)  # (N, C, H, W)
+  idx = rng.integers(-3, 9 * 11 + 3, size=v.shape)  # includes out-of-range: dropped
+  out = jaxpool.max_unpool(to_layout(v, data_format), to_layout(idx, data_format), (2, 2),
+                           output_size=(9, 11), data_format=data_format)
+  assert out.dtype == dtype
+  got = from_layout(out, data_format)
+  # unique indices per slice so "set" is well defined
+  for n in range(2):
+    for c in range(3):
+      _, first = np.unique(idx[n, c].ravel(), return_index=True)
+      keep = np.zeros(idx[n, c].size, bool)
+      keep[first] = True
+      idx[n, c].ravel()[~keep] = -1
+  out = jaxpool.max_unpool(to_layout(v, data_format), to_layout(idx, data_format), (2, 2),
+                           output_size=(9, 11), data_format=data_format)
+  np.testing.assert_array_equal(from_layout(out, data_format), ref.max_unpool(v, idx, (9, 11)))
+  assert got.shape == (2, 3, 9, 11)
+
+
+def test_unpool_default_size_and_batchless(rng):
+  v = randn(rng, (3, 4, 5))  # unbatched (H, W, C)
+  i = rng.integers(0, 8 * 10, size=v.shape)
+  assert jaxpool.max_unpool(v, i, (3, 3), 2, 1).shape == (5, 7, 5)  # (3-1)*2-2+3
+  assert jaxpool.max_unpool(v, i, (2, 2)).shape == (6, 8, 5)
+  assert jaxpool.max_unpool(v, i, (2, 2), output_size=(7, 9)).shape == (7, 9, 5)
+
+
+def test_unpool_grad_gathers(rng):
+  v = randn(rng, (2, 4, 4, 3))
+  i = rng.integers(0, 64, size=v.shape).astype(np.int32)
+  g = randn(rng, (2, 8, 8, 3))
+  got = jax.grad(lambda a: jnp.sum(jaxpool.max_unpool(a, i, (2, 2)) * g))(v)
+  want = np.take_along_axis(g.reshape(2, 64, 3), i.reshape(2, 16, 3), axis=1).reshape(v.shape)
+  np.testing.assert_allclose(got, want)
+
+
+def test_unpool_under_vmap_and_jit(rng):
+  x = randn(rng, (4, 2, 8, 8, 3))
+  f = jax.jit(jax.vmap(lambda a: jaxpool.max_unpool(*jaxpool.max_pool_with_indices(a, (2, 2)),
+                                                    (2, 2))))
+  got = f(x)
+  want = jaxpool.max_unpool(*jaxpool.max_pool_with_indices(x, (2, 2)), (2, 2))
+  np.testing.assert_array_equal(got, want)

@@ -1,0 +1,216 @@
+"""max/min/avg/lp pooling against the NumPy loop reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference as ref
+from jax.test_util import check_grads
+from util import LAYOUTS, from_layout, maybe_jit, randn, ties, to_layout
+
+import jaxpool
+
+# (spatial shape, window, strides, padding, dilation, ceil_mode)
+CASES = [
+    ((9,), (3,), 2, 1, 1, False),
+    ((10,), (4,), 3, 2, 1, True),
+    ((11,), (3,), 1, ((2, 0),), 2, False),
+    ((12,), (2,), None, 0, 1, False),
+    ((7, 9), (3, 3), 2, 1, 1, False),
+    ((8, 8), (2, 2), None, 0, 1, False),
+    ((7, 10), (3, 2), (2, 1), (1, 0), 1, True),
+    ((9, 9), (3, 3), 2, 1, 2, True),
+    ((6, 7), (2, 3), (2, 2), ((1, 0), (0, 2)), (1, 2), False),
+    ((10, 11), (3, 3), 2, "SAME", 1, False),
+    ((9, 8), (4, 3), 3, "VALID", 1, True),
+    ((5, 6, 7), (2, 3, 2), (1, 2, 2), (1, 1, 0), 1, True),
+    ((4, 5, 6), (2, 2, 2), None, 0, (1, 2, 1), False),
+    ((3, 4, 4, 5), (2, 2, 2, 3), 2, 0, 1, True),  # 4 spatial dims
+]
+IDS = [f"{len(c[0])}d-{i}" for i, c in enumerate(CASES)]
+
+
+def _kw(case):
+  _, window, strides, padding, dilation, ceil_mode = case
+  return dict(window_shape=window, strides=strides, padding=padding, dilation=dilation,
+              ceil_mode=ceil_mode)
+
+
+def _ref_args(case):
+  _, window, strides, padding, dilation, ceil_mode = case
+  return (window, strides, padding, dilation, ceil_mode)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("use_jit", [False, True])
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_max_min_vs_reference(rng, case, data_format, use_jit, op):
+  x = ties(rng, (2, 3) + case[0])
+  f = maybe_jit(getattr(jaxpool, f"{op}_pool"), use_jit, data_format=data_format, **_kw(case))
+  got = from_layout(f(to_layout(x, data_format)), data_format)
+  np.testing.assert_array_equal(got, getattr(ref, f"{op}_pool")(x, *_ref_args(case)))
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_avg_vs_reference(rng, case, data_format, count_include_pad, use_jit):
+  x = randn(rng, (2, 3) + case[0])
+  f = maybe_jit(jaxpool.avg_pool, use_jit, data_format=data_format,
+                count_include_pad=count_include_pad, **_kw(case))
+  got = from_layout(f(to_layout(x, data_format)), data_format)
+  want = ref.avg_pool(x, *_ref_args(case), count_include_pad=count_include_pad)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES[:6] + CASES[11:13], ids=IDS[:6] + IDS[11:13])
+@pytest.mark.parametrize("divisor", [1, 5])
+def test_avg_divisor_override(rng, case, divisor):
+  x = randn(rng, (2, 3) + case[0])
+  got = jaxpool.avg_pool(x, divisor_override=divisor, data_format="channels_first",
+                         **_kw(case))
+  want = ref.avg_pool(x, *_ref_args(case), divisor_override=divisor)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("p", [1, 2, 3.5])
+@pytest.mark.parametrize("data_format", LAYOUTS)
+def test_lp_vs_reference(rng, case, p, data_format):
+  x = np.abs(randn(rng, (2, 3) + case[0])) + 0.1
+  got = from_layout(jaxpool.lp_pool(to_layout(x, data_format), p, data_format=data_format,
+                                    **_kw(case)), data_format)
+  np.testing.assert_allclose(got, ref.lp_pool(x, p, *_ref_args(case)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [(), (6,), (2, 3)])
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("fn", [jaxpool.max_pool, jaxpool.avg_pool, jaxpool.min_pool])
+def test_any_batch_dims(rng, batch, data_format, fn):
+  """Unbatched and multi-axis batches give what one flat batch gives."""
+  x = to_layout(randn(rng, (6, 2, 7, 8)), data_format)
+  kw = dict(window_shape=(3, 3), strides=2, padding=1, data_format=data_format)
+  flat = np.asarray(fn(x, **kw))
+  if batch == ():
+    got = np.stack([np.asarray(fn(x[i], **kw)) for i in range(6)])
+  else:
+    got = np.asarray(fn(x.reshape(batch + x.shape[1:]), **kw)).reshape(flat.shape)
+  np.testing.assert_array_equal(got, flat)
+
+
+@pytest.mark.parametrize("fn", [jaxpool.max_pool, jaxpool.avg_pool, jaxpool.lp_pool])
+def test_vmap_equals_batch(rng, fn):
+  x = np.abs(randn(rng, (5, 9, 9, 3))) + 0.1
+  args = (2.0,) if fn is jaxpool.lp_pool else ()
+
+  def f(v):
+    return fn(v, *args, (3, 3), 2, 1)
+
+  np.testing.assert_allclose(jax.vmap(f)(x), f(x), rtol=1e-6)
+  # vmap over a non-leading axis too
+  np.testing.assert_allclose(jax.vmap(f, in_axes=3, out_axes=3)(x[..., None]),
+                             f(x)[..., None], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("fn", ["max_pool", "min_pool", "avg_pool", "lp_pool"])
+def test_low_precision_keeps_dtype_and_accumulates_in_f32(rng, dtype, fn):
+  x32 = np.abs(randn(rng, (2, 12, 12, 4))) + 0.5
+  x = jnp.asarray(x32, dtype)
+  args = (2.0,) if fn == "lp_pool" else ()
+  y = getattr(jaxpool, fn)(x, *args, (3, 3), 1, 1)
+  assert y.dtype == dtype
+  # f32 accumulation: the result is the f32 result of the same (rounded) input, rounded.
+  want = getattr(jaxpool, fn)(x.astype(jnp.float32), *args, (3, 3), 1, 1).astype(dtype)
+  np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(want, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32, np.bool_])
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_integer_max_min_pad_with_dtype_limits(rng, dtype, op):
+  info = np.iinfo(dtype) if dtype != np.bool_ else None
+  lo, hi = (0, 2) if info is None else (info.min, info.max)
+  x = rng.integers(lo, hi, size=(2, 3, 7, 9), endpoint=True).astype(dtype)
+  got = getattr(jaxpool, f"{op}_pool")(x, (3, 3), 2, 1, data_format="channels_first")
+  assert got.dtype == dtype
+  np.testing.assert_array_equal(got, getattr(ref, f"{op}_pool")(x, (3, 3), 2, 1))
+
+
+def test_nan_propagates(rng):
+  x = randn(rng, (1, 1, 6, 6))
+  x[0, 0, 1, 4] = np.nan
+  for fn in (jaxpool.max_pool, jaxpool.min_pool, jaxpool.avg_pool):
+    y = np.asarray(fn(x, (2, 2), data_format="channels_first"))
+    assert np.isnan(y[0, 0, 0, 2]) and np.isnan(y).sum() == 1
+
+
+def test_infinities(rng):
+  x = np.full((1, 1, 4, 4), -np.inf, np.float32)
+  y = jaxpool.max_pool(x, (2, 2), padding=1, data_format="channels_first")
+  assert np.all(y == -np.inf)
+  x[0, 0, 0, 0] = np.inf  # +inf and -inf in one window: NaN, as in PyTorch
+  assert np.isnan(jaxpool.avg_pool(x, (2, 2), data_format="channels_first")[0, 0, 0, 0])
+  z = np.zeros((1, 1, 4, 4), np.float32)
+  z[0, 0, 3, 3] = np.inf
+  np.testing.assert_array_equal(jaxpool.avg_pool(z, (2, 2), data_format="channels_first"),
+                                [[[[0, 0], [0, np.inf]]]])
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("op", ["max", "min"])
+@pytest.mark.parametrize("data_format", LAYOUTS)
+def test_max_min_grad_goes_to_first_extremum(rng, case, op, data_format):
+  x = ties(rng, (2, 2) + case[0])  # ties: the first extremum must win
+  fn = getattr(jaxpool, f"{op}_pool")
+  y = fn(to_layout(x, data_format), data_format=data_format, **_kw(case))
+  g = randn(rng, y.shape)
+
+  def loss(v):
+    return jnp.sum(fn(v, data_format=data_format, **_kw(case)) * g)
+
+  got = from_layout(jax.jit(jax.grad(loss))(to_layout(x, data_format)), data_format)
+  want = ref.max_pool_grad(x, from_layout(g, data_format), *_ref_args(case), kind=op)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[7], CASES[8], CASES[11]],
+                         ids=[IDS[0], IDS[7], IDS[8], IDS[11]])
+def test_check_grads(rng, case):
+  # distinct values, so max pooling is differentiable at x
+  n = int(np.prod((1, 2) + case[0]))
+  x = (rng.permutation(n).reshape((1, 2) + case[0]) / n).astype(np.float64)
+  with jax.enable_x64(True):
+    x = jnp.asarray(x)
+    for fn in (jaxpool.max_pool, jaxpool.min_pool, jaxpool.avg_pool):
+      check_grads(lambda v, fn=fn: fn(v, data_format="channels_first", **_kw(case)), (x,),
+                  order=2, modes=("fwd", "rev"), eps=1e-4)
+    check_grads(lambda v: jaxpool.lp_pool(v + 1, 2.0, data_format="channels_first",
+                                          **_kw(case)), (x,), order=1, eps=1e-4)
+
+
+def test_avg_grad_vs_reference_jacobian(rng):
+  x = randn(rng, (1, 1, 5, 6))
+  kw = dict(window_shape=(3, 2), strides=(2, 2), padding=(1, 1), ceil_mode=True,
+            count_include_pad=False)
+  jac = jax.jacrev(lambda v: jaxpool.avg_pool(v, data_format="channels_first", **kw))(x)
+  # reference Jacobian by finite differences of the (linear) reference
+  base = ref.avg_pool(x, (3, 2), (2, 2), (1, 1), 1, True, count_include_pad=False)
+  for i in np.ndindex(x.shape):
+    e = np.zeros_like(x, dtype=np.float64)
+    e[i] = 1.0
+    col = ref.avg_pool(e, (3, 2), (2, 2), (1, 1), 1, True, count_include_pad=False)
+    np.testing.assert_allclose(np.asarray(jac)[(...,) + i], col, rtol=1e-6, atol=1e-7)
+  assert base.shape == jac.shape[:4]
+
+
+def test_nan_gradient_goes_to_a_nan(rng):
+  x = randn(rng, (1, 1, 4, 4))
+  x[0, 0, 0, 1] = np.nan
+  g = jax.grad(lambda v: jnp.sum(jaxpool.max_pool(v, (2, 2), data_format="channels_first")))(x)
+  g = np.asarray(g)
+  assert g[0, 0, 0, 1] == 1 and g[0, 0, :2, :2].sum() == 1

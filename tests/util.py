@@ -1,0 +1,33 @@
+"""Shared test helpers: layouts, jit/eager wrappers, random data."""
+
+import functools
+
+import jax
+import numpy as np
+
+LAYOUTS = ("channels_last", "channels_first")
+
+
+def to_layout(x_cf, data_format):
+  """``(N, C, *S)`` -> the given layout."""
+  return x_cf if data_format == "channels_first" else np.moveaxis(x_cf, 1, -1)
+
+
+def from_layout(y, data_format):
+  y = np.asarray(y)
+  return y if data_format == "channels_first" else np.moveaxis(y, -1, 1)
+
+
+def maybe_jit(fn, use_jit, **static):
+  """``fn`` with keyword arguments bound, jitted over its array arguments or eager."""
+  bound = functools.partial(fn, **static)
+  return jax.jit(bound) if use_jit else bound
+
+
+def randn(rng, shape, dtype=np.float32):
+  return rng.standard_normal(shape).astype(dtype)
+
+
+def ties(rng, shape, dtype=np.float32):
+  """Few distinct values: many ties inside windows."""
+  return rng.integers(-2, 3, size=shape).astype(dtype)
