@@ -35,7 +35,7 @@ def bin_taps(size: int, out: int) -> geo.AxisTaps:
   ends = -((-(i + 1) * size) // out)
   widths = ends - starts
   steps = np.diff(starts)
-  if out == 1 or ((widths == widths[0]).all() and (steps == steps[0]).all()):
+  if out == 1 or ((widths == widths[0]).all() and (steps == steps[0]).all() and steps[0] > 0):
     stride = int(steps[0]) if out > 1 else size
     return geo.AxisTaps(size, out, int(widths[0]), stride)
   return geo.AxisTaps(size, out, int(widths.max()), starts=tuple(int(s) for s in starts),

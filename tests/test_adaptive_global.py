@@ -15,6 +15,7 @@ CASES = [
     ((10,), (4,)), ((12,), (3,)), ((7,), (9,)), ((5,), (1,)), ((3,), (8,)),
     ((13, 13), (6, 6)), ((14, 14), (7, 7)), ((56, 9), (5, 4)), ((9, 7), (None, 3)),
     ((5, 6), (7, 11)), ((4, 6, 5), (3, 4, 2)), ((6, 5, 7), (2, None, 7)),
+    ((1, 4), (3, 2)),  # L = 1 < o: every bin is [0, 1), a step of 0
 ]
 IDS = [f"{s}->{o}" for s, o in CASES]
 
@@ -85,8 +86,8 @@ def test_adaptive_to_input_size_is_identity(rng):
 
 @pytest.mark.parametrize("size,out,kind", [(10, 5, "reshape"), (56, 5, "uniform"),
                                            (10, 4, "gather"), (7, 512, "gather"),
-                                           (512, 7, "uniform"), (13, 6, "uniform"), (10, 7, "gather"),
-                                           (512, 9, "gather")])
+                                           (512, 7, "uniform"), (13, 6, "uniform"),
+                                           (10, 7, "gather"), (512, 9, "gather")])
 def test_bin_plans(size, out, kind):
   t = bin_taps(size, out)
   assert (t.regular, t.regular and t.stride >= t.window) == {

@@ -1,0 +1,166 @@
+"""``flax.linen`` modules: each is partial application of the jaxpool function.
+
+Every module's attributes are that function's arguments (same names, same defaults) and
+its ``__call__`` calls the function with them; no parameters, no state, so ``init``
+returns empty variables and ``apply`` equals the function.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxpool import linen as pool
+  >>> layer = pool.MaxPool((3, 3), strides=2, padding=1)
+  >>> x = jnp.ones((1, 8, 8, 4))
+  >>> layer.apply({}, x).shape
+  (1, 4, 4, 4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+import jaxpool as F
+
+__all__ = [
+    "AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "ChannelPool", "GlobalAvgPool",
+    "GlobalMaxPool", "LPPool", "MaxPool", "MaxPoolWithIndices", "MaxUnpool", "MinPool",
+]
+
+Ints = int | Sequence[int]
+
+
+def _kwargs(module: nn.Module) -> dict[str, Any]:
+  """The module's own fields (the function's arguments)."""
+  return {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+          if f.name not in ("parent", "name")}
+
+
+class MaxPool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.max_pool`."""
+
+  window_shape: Sequence[int]
+  strides: Ints | None = None
+  padding: Any = 0
+  dilation: Ints = 1
+  ceil_mode: bool = False
+  data_format: str = "channels_last"
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.max_pool(x, **_kwargs(self))
+
+
+class MinPool(MaxPool):
+  """Equivalent to partial application of :func:`jaxpool.min_pool`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.min_pool(x, **_kwargs(self))
+
+
+class MaxPoolWithIndices(MaxPool):
+  """Equivalent to partial application of :func:`jaxpool.max_pool_with_indices`.
+
+  ``__call__(x) -> (values, indices)``.
+  """
+
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return F.max_pool_with_indices(x, **_kwargs(self))
+
+
+class AvgPool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.avg_pool`."""
+
+  window_shape: Sequence[int]
+  strides: Ints | None = None
+  padding: Any = 0
+  dilation: Ints = 1
+  ceil_mode: bool = False
+  count_include_pad: bool = True
+  divisor_override: int | None = None
+  data_format: str = "channels_last"
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.avg_pool(x, **_kwargs(self))
+
+
+class LPPool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.lp_pool`."""
+
+  p: float
+  window_shape: Sequence[int]
+  strides: Ints | None = None
+  padding: Any = 0
+  dilation: Ints = 1
+  ceil_mode: bool = False
+  data_format: str = "channels_last"
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.lp_pool(x, **_kwargs(self))
+
+
+class MaxUnpool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.max_unpool`.
+
+  ``__call__(values, indices, output_size=None)``; an ``output_size`` given to the call
+  overrides the attribute.
+  """
+
+  window_shape: Sequence[int]
+  strides: Ints | None = None
+  padding: Any = 0
+  output_size: Sequence[int] | None = None
+  data_format: str = "channels_last"
+
+  def __call__(self, values: jax.Array, indices: jax.Array,
+               output_size: Sequence[int] | None = None) -> jax.Array:
+    return F.max_unpool(values, indices, **{**_kwargs(self), **(
+        {"output_size": output_size} if output_size is not None else {})})
+
+
+class AdaptiveAvgPool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.adaptive_avg_pool`."""
+
+  output_size: Sequence[int | None]
+  data_format: str = "channels_last"
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.adaptive_avg_pool(x, **_kwargs(self))
+
+
+class AdaptiveMaxPool(AdaptiveAvgPool):
+  """Equivalent to partial application of :func:`jaxpool.adaptive_max_pool`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.adaptive_max_pool(x, **_kwargs(self))
+
+
+class GlobalAvgPool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.global_avg_pool`."""
+
+  num_spatial_dims: int | None = None
+  keepdims: bool = False
+  data_format: str = "channels_last"
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.global_avg_pool(x, **_kwargs(self))
+
+
+class GlobalMaxPool(GlobalAvgPool):
+  """Equivalent to partial application of :func:`jaxpool.global_max_pool`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.global_max_pool(x, **_kwargs(self))
+
+
+class ChannelPool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.channel_pool`."""
+
+  op: str = "max"
+  keepdims: bool = True
+  data_format: str = "channels_last"
+  num_spatial_dims: int | None = None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.channel_pool(x, **_kwargs(self))

@@ -1,0 +1,185 @@
+"""``flax.nnx`` modules: each is partial application of the jaxpool function.
+
+Constructors take the function's arguments (same names, order and defaults) and store
+them as plain (static) attributes; ``__call__`` calls the function with them. No
+``nnx.Param``, no state: the modules work inside ``nnx.jit``, ``nnx.vmap`` and
+``nnx.split``/``nnx.merge`` like any stateless layer.
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> from jaxpool import nnx as pool
+  >>> pool.AdaptiveAvgPool((1, 1))(jnp.ones((2, 7, 7, 8))).shape
+  (2, 1, 1, 8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+from flax import nnx
+
+import jaxpool as F
+
+__all__ = [
+    "AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "ChannelPool", "GlobalAvgPool",
+    "GlobalMaxPool", "LPPool", "MaxPool", "MaxPoolWithIndices", "MaxUnpool", "MinPool",
+]
+
+Ints = int | Sequence[int]
+
+
+def _static(value: Any) -> Any:
+  """Lists become tuples: nnx treats lists as graph nodes, tuples of ints as static."""
+  if isinstance(value, (list, tuple)):
+    return tuple(_static(v) for v in value)
+  return value
+
+
+class _Pool(nnx.Module):
+  _arg_names: tuple[str, ...] = ()
+
+  def _set(self, args: dict[str, Any]) -> None:
+    for name in self._arg_names:
+      setattr(self, name, _static(args[name]))
+
+  def _kwargs(self) -> dict[str, Any]:
+    return {name: getattr(self, name) for name in self._arg_names}
+
+
+class MaxPool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.max_pool`."""
+
+  _arg_names = ("window_shape", "strides", "padding", "dilation", "ceil_mode", "data_format")
+
+  def __init__(self, window_shape: Sequence[int], strides: Ints | None = None,
+               padding: Any = 0, *, dilation: Ints = 1, ceil_mode: bool = False,
+               data_format: str = "channels_last"):
+    self._set(locals())
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.max_pool(x, **self._kwargs())
+
+
+class MinPool(MaxPool):
+  """Equivalent to partial application of :func:`jaxpool.min_pool`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.min_pool(x, **self._kwargs())
+
+
+class MaxPoolWithIndices(MaxPool):
+  """Equivalent to partial application of :func:`jaxpool.max_pool_with_indices`.
+
+  ``__call__(x) -> (values, indices)``.
+  """
+
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return F.max_pool_with_indices(x, **self._kwargs())
+
+
+class AvgPool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.avg_pool`."""
+
+  _arg_names = ("window_shape", "strides", "padding", "dilation", "ceil_mode",
+                "count_include_pad", "divisor_override", "data_format")
+
+  def __init__(self, window_shape: Sequence[int], strides: Ints | None = None,
+               padding: Any = 0, *, dilation: Ints = 1, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: int | None = None,
+               data_format: str = "channels_last"):
+    self._set(locals())
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.avg_pool(x, **self._kwargs())
+
+
+class LPPool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.lp_pool`."""
+
+  _arg_names = ("p", "window_shape", "strides", "padding", "dilation", "ceil_mode",
+                "data_format")
+
+  def __init__(self, p: float, window_shape: Sequence[int], strides: Ints | None = None,
+               padding: Any = 0, *, dilation: Ints = 1, ceil_mode: bool = False,
+               data_format: str = "channels_last"):
+    self._set(locals())
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.lp_pool(x, **self._kwargs())
+
+
+class MaxUnpool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.max_unpool`.
+
+  ``__call__(values, indices, output_size=None)``; an ``output_size`` given to the call
+  overrides the constructor's.
+  """
+
+  _arg_names = ("window_shape", "strides", "padding", "output_size", "data_format")
+
+  def __init__(self, window_shape: Sequence[int], strides: Ints | None = None,
+               padding: Any = 0, *, output_size: Sequence[int] | None = None,
+               data_format: str = "channels_last"):
+    self._set(locals())
+
+  def __call__(self, values: jax.Array, indices: jax.Array,
+               output_size: Sequence[int] | None = None) -> jax.Array:
+    kwargs = self._kwargs()
+    if output_size is not None:
+      kwargs["output_size"] = output_size
+    return F.max_unpool(values, indices, **kwargs)
+
+
+class AdaptiveAvgPool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.adaptive_avg_pool`."""
+
+  _arg_names = ("output_size", "data_format")
+
+  def __init__(self, output_size: Sequence[int | None], *,
+               data_format: str = "channels_last"):
+    self._set(locals())
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.adaptive_avg_pool(x, **self._kwargs())
+
+
+class AdaptiveMaxPool(AdaptiveAvgPool):
+  """Equivalent to partial application of :func:`jaxpool.adaptive_max_pool`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.adaptive_max_pool(x, **self._kwargs())
+
+
+class GlobalAvgPool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.global_avg_pool`."""
+
+  _arg_names = ("num_spatial_dims", "keepdims", "data_format")
+
+  def __init__(self, num_spatial_dims: int | None = None, *, keepdims: bool = False,
+               data_format: str = "channels_last"):
+    self._set(locals())
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.global_avg_pool(x, **self._kwargs())
+
+
+class GlobalMaxPool(GlobalAvgPool):
+  """Equivalent to partial application of :func:`jaxpool.global_max_pool`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.global_max_pool(x, **self._kwargs())
+
+
+class ChannelPool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.channel_pool`."""
+
+  _arg_names = ("op", "keepdims", "data_format", "num_spatial_dims")
+
+  def __init__(self, op: str = "max", *, keepdims: bool = True,
+               data_format: str = "channels_last", num_spatial_dims: int | None = None):
+    self._set(locals())
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.channel_pool(x, **self._kwargs())

@@ -1,0 +1,45 @@
+"""The exported names are exactly the contract's (shared/API.md)."""
+
+import pathlib
+import re
+
+import pytest
+
+import jaxpool
+import jaxpool.linen
+import jaxpool.nnx
+
+FUNCTIONS = {
+    "max_pool", "min_pool", "avg_pool", "lp_pool", "max_pool_with_indices", "max_unpool",
+    "adaptive_avg_pool", "adaptive_max_pool", "adaptive_max_pool_with_indices",
+    "global_avg_pool", "global_max_pool", "channel_pool",
+}
+MODULES = {"MaxPool", "MinPool", "AvgPool", "LPPool", "MaxPoolWithIndices", "MaxUnpool",
+           "AdaptiveAvgPool", "AdaptiveMaxPool", "GlobalAvgPool", "GlobalMaxPool", "ChannelPool"}
+
+
+def _api_md():
+  for parent in pathlib.Path(__file__).resolve().parents:
+    p = parent / "shared" / "API.md"
+    if p.exists():
+      return p.read_text()
+  return None
+
+
+def test_exports_match_the_list():
+  assert set(jaxpool.__all__) == FUNCTIONS
+  assert set(jaxpool.linen.__all__) == MODULES
+  assert set(jaxpool.nnx.__all__) == MODULES
+  for name in FUNCTIONS:
+    assert callable(getattr(jaxpool, name))
+
+
+def test_exports_match_shared_api_md():
+  text = _api_md()
+  if text is None:
+    pytest.skip("shared/API.md is not beside this checkout")
+  functions = set(re.findall(r"^([a-z_]+)\(", text, flags=re.M))
+  modules = set(re.search(r"`(MaxPool, .*?)`", text, flags=re.S).group(1).replace("\n", " ")
+                .replace(" ", "").split(","))
+  assert functions == FUNCTIONS
+  assert modules == MODULES
