@@ -1,0 +1,34 @@
+"""Data and training-loop helpers shared by the examples (scikit-learn's bundled digits)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def load_digits(seed: int, subset: int | None = None):
+  """(train_x, train_y, test_x, test_y): 8x8 images as (N, 8, 8, 1) float32 in [0, 1]."""
+  from sklearn.datasets import load_digits as sk_digits  # bundled with sklearn, no download
+
+  data = sk_digits()
+  x = (data.images / 16.0).astype(np.float32)[..., None]
+  y = data.target.astype(np.int32)
+  order = np.random.default_rng(seed).permutation(len(x))
+  if subset:
+    order = order[:subset]
+  x, y = x[order], y[order]
+  cut = int(0.8 * len(x))
+  return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator):
+  order = rng.permutation(n)
+  for i in range(0, n - batch_size + 1, batch_size):
+    yield order[i:i + batch_size]
+
+
+def progress(iterable, total: int, desc: str, quiet: bool):
+  if quiet:
+    return iterable
+  from tqdm import tqdm
+
+  return tqdm(iterable, total=total, desc=desc, leave=False)
