@@ -33,7 +33,7 @@ def indexed_select(fn: str, x: jax.Array, lay: geo.Layout,
     values = select_pool(x, lay.spatial_axes, taps, "max")
     _, (idx,) = select_chain(lax.stop_gradient(x), lay.spatial_axes, taps, "max",
                              [flat_iota(lay, spatial)])
-    return values, jnp.broadcast_to(idx, values.shape)
+    return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)
 
 
 def max_pool_with_indices(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *,

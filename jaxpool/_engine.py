@@ -161,7 +161,8 @@ def _select(e: jax.Array, off: jax.Array, axis: int, t: AxisTaps, mode: str) -> 
     return out
   ew = _stack(e, axis, t, zero, mode)
   iota = _expand(np.arange(t.window, dtype=np.int32), ew.ndim, axis + 1, 1)
-  return jnp.sum(jnp.where(jnp.expand_dims(off, axis + 1) == iota, ew, zero), axis=axis + 1)
+  picked = jnp.where(jnp.expand_dims(off, axis + 1) == iota, ew, zero)
+  return jnp.sum(picked, axis=axis + 1, dtype=e.dtype)  # int32 stays int32 under x64
 
 
 def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,

@@ -202,6 +202,7 @@ def parse_padding(fn: str, padding: Any, window: tuple[int, ...], strides: tuple
         pads.append((total // 2, total - total // 2))
       return tuple(pads)
     raise ValueError(f"{fn}: padding string must be 'VALID' or 'SAME', got {padding!r}.")
+  given = padding
   if is_int(padding):
     padding = (int(padding),) * d
   if not isinstance(padding, Sequence) or len(padding) != d:
@@ -211,11 +212,11 @@ def parse_padding(fn: str, padding: Any, window: tuple[int, ...], strides: tuple
   for i, p in enumerate(padding):
     if is_int(p):
       if p < 0:
-        raise ValueError(f"{fn}: padding must be >= 0, got padding={padding!r} ({p} on spatial "
+        raise ValueError(f"{fn}: padding must be >= 0, got padding={given!r} ({p} on spatial "
                          f"dim {i}).")
       if p > window[i] // 2:
         raise ValueError(
-            f"{fn}: padding={padding!r} exceeds window_shape // 2 = "
+            f"{fn}: padding={given!r} exceeds window_shape // 2 = "
             f"{tuple(k // 2 for k in window)} on spatial dim {i} (pad {p} > limit "
             f"{window[i] // 2}); pass explicit (lo, hi) pairs for larger padding.")
       pads.append((int(p), int(p)))

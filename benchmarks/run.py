@@ -1,0 +1,319 @@
+"""jaxpool vs flax.linen (or plain JAX) vs PyTorch on real-model pooling shapes.
+
+    python -m benchmarks.run [--quick] [--only NAME ...] [--repeats N]
+
+For each case: compile first, then time the contenders interleaved in one process
+(call order rotated every round), report medians, the jaxpool/PyTorch and
+jaxpool/flax ratios, jaxpool's compile time and its compiled temp memory relative to the
+input. PyTorch gets ``channels_last``/``channels_last_3d`` tensors (its fast CPU layout).
+Backward passes take a random cotangent as an argument (a constant one would let XLA
+fold the gradient away at compile time). Writes a markdown table to stdout,
+``benchmarks/results/latest.json`` and ``benchmarks/results/ratios.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxpool
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+
+@dataclasses.dataclass
+class Case:
+  name: str
+  shape: tuple[int, ...]              # channels_last
+  jaxpool: Callable                   # x -> pytree
+  flax: Callable | None               # x -> pytree, JAX's default way, if one exists
+  torch: Callable | None              # channels_first torch tensor -> tensor
+  backward: bool = False
+  dtype: str = "float32"
+
+
+def _torch():
+  try:
+    import torch
+  except ImportError:
+    return None
+  return torch
+
+
+def cases() -> list[Case]:
+  torch = _torch()
+  F = torch.nn.functional if torch else None
+  pad1 = ((1, 1), (1, 1))
+
+  def t(fn):
+    return fn if torch else None
+
+  stem = dict(window_shape=(3, 3), strides=2, padding=1)
+  out = [
+      Case("resnet_stem_max_3x3s2p1", (32, 112, 112, 64),
+           lambda x: jaxpool.max_pool(x, **stem),
+           lambda x: nn.max_pool(x, (3, 3), (2, 2), pad1),
+           t(lambda x: F.max_pool2d(x, 3, 2, 1))),
+      Case("resnet_stem_max_3x3s2p1", (32, 112, 112, 64),
+           lambda x: jaxpool.max_pool(x, **stem),
+           lambda x: nn.max_pool(x, (3, 3), (2, 2), pad1),
+           t(lambda x: F.max_pool2d(x, 3, 2, 1)), backward=True),
+      Case("resnet_stem_max_3x3s2p1", (32, 112, 112, 64),
+           lambda x: jaxpool.max_pool(x, **stem),
+           lambda x: nn.max_pool(x, (3, 3), (2, 2), pad1),
+           t(lambda x: F.max_pool2d(x, 3, 2, 1)), dtype="bfloat16"),
+      Case("vgg_max_2x2s2", (32, 56, 56, 128),
+           lambda x: jaxpool.max_pool(x, (2, 2)),
+           lambda x: nn.max_pool(x, (2, 2), (2, 2)),
+           t(lambda x: F.max_pool2d(x, 2))),
+      Case("vgg_max_2x2s2", (32, 56, 56, 128),
+           lambda x: jaxpool.max_pool(x, (2, 2)),
+           lambda x: nn.max_pool(x, (2, 2), (2, 2)),
+           t(lambda x: F.max_pool2d(x, 2)), backward=True),
+      Case("inception_avg_3x3s1p1_nopad", (32, 35, 35, 192),
+           lambda x: jaxpool.avg_pool(x, (3, 3), 1, 1, count_include_pad=False),
+           lambda x: nn.avg_pool(x, (3, 3), (1, 1), pad1, count_include_pad=False),
+           t(lambda x: F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))),
+      Case("inception_avg_3x3s1p1_nopad", (32, 35, 35, 192),
+           lambda x: jaxpool.avg_pool(x, (3, 3), 1, 1, count_include_pad=False),
+           lambda x: nn.avg_pool(x, (3, 3), (1, 1), pad1, count_include_pad=False),
+           t(lambda x: F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)), backward=True),
+      Case("global_avg", (64, 7, 7, 2048),
+           jaxpool.global_avg_pool,
+           lambda x: jnp.mean(x, axis=(1, 2)),
+           t(lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1))),
+      Case("alexnet_adaptive_avg_13to6", (64, 13, 13, 256),
+           lambda x: jaxpool.adaptive_avg_pool(x, (6, 6)), None,
+           t(lambda x: F.adaptive_avg_pool2d(x, 6))),
+      Case("alexnet_adaptive_avg_13to6", (64, 13, 13, 256),
+           lambda x: jaxpool.adaptive_avg_pool(x, (6, 6)), None,
+           t(lambda x: F.adaptive_avg_pool2d(x, 6)), backward=True),
+      Case("adaptive_max_56to5", (32, 56, 56, 64),
+           lambda x: jaxpool.adaptive_max_pool(x, (5, 5)), None,
+           t(lambda x: F.adaptive_max_pool2d(x, 5))),
+      Case("segnet_max_with_indices_2x2", (16, 128, 128, 64),
+           lambda x: jaxpool.max_pool_with_indices(x, (2, 2)), None,
+           t(lambda x: F.max_pool2d(x, 2, return_indices=True))),
+      Case("segnet_pool_unpool_2x2", (16, 128, 128, 64),
+           lambda x: jaxpool.max_unpool(*jaxpool.max_pool_with_indices(x, (2, 2)), (2, 2)), None,
+           t(lambda x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2))),
+      Case("segnet_pool_unpool_2x2", (16, 128, 128, 64),
+           lambda x: jaxpool.max_unpool(*jaxpool.max_pool_with_indices(x, (2, 2)), (2, 2)), None,
+           t(lambda x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2)),
+           backward=True),
+      Case("video_max3d_1x3x3_s1x2x2", (4, 16, 56, 56, 64),
+           lambda x: jaxpool.max_pool(x, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
+           lambda x: nn.max_pool(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1))),
+           t(lambda x: F.max_pool3d(x, (1, 3, 3), (1, 2, 2), (0, 1, 1)))),
+      Case("seq1d_avg_3s2p1", (32, 1024, 256),
+           lambda x: jaxpool.avg_pool(x, (3,), 2, 1),
+           lambda x: nn.avg_pool(x, (3,), (2,), ((1, 1),), count_include_pad=True),
+           t(lambda x: F.avg_pool1d(x, 3, 2, 1))),
+      Case("yolo_sppf_max_5x5s1p2_x3", (16, 20, 20, 512),
+           lambda x: _sppf(lambda v: jaxpool.max_pool(v, (5, 5), 1, 2))(x),
+           lambda x: _sppf(lambda v: nn.max_pool(v, (5, 5), (1, 1), ((2, 2), (2, 2))))(x),
+           t(lambda x: _sppf(lambda v: F.max_pool2d(v, 5, 1, 2))(x))),
+      Case("large_window_max_k28", (64, 28, 28, 128),
+           lambda x: jaxpool.max_pool(x, (28, 28)),
+           lambda x: nn.max_pool(x, (28, 28), (28, 28)),
+           t(lambda x: F.max_pool2d(x, 28))),
+  ]
+  return out
+
+
+def _sppf(pool):
+  def f(x):
+    y1 = pool(x)
+    y2 = pool(y1)
+    return (y1, y2, pool(y2))
+  return f
+
+
+def _jax_callable(fn, backward: bool):
+  if not backward:
+    return jax.jit(fn)
+
+  def fwd_bwd(x, g):
+    y, vjp = jax.vjp(fn, x)
+    return y, vjp(g)[0]
+
+  return jax.jit(fwd_bwd)
+
+
+def _first(tree):
+  return tree[0] if isinstance(tree, (tuple, list)) else tree
+
+
+def _torch_callable(torch, fn, backward: bool):
+  if not backward:
+    def run(x):
+      with torch.no_grad():
+        return fn(x)
+    return run
+
+  def run(x, g):
+    x = x.detach().requires_grad_(True)
+    y = _first(fn(x))
+    y.backward(g)
+    return x.grad
+  return run
+
+
+def _time(f, args, sync) -> float:
+  start = time.perf_counter()
+  sync(f(*args))
+  return time.perf_counter() - start
+
+
+def run_case(case: Case, repeats: int, rng: np.random.Generator) -> dict:
+  torch = _torch()
+  dtype = jnp.bfloat16 if case.dtype == "bfloat16" else jnp.float32
+  x = jnp.asarray(rng.standard_normal(case.shape, dtype=np.float32), dtype)
+  fns = {"jaxpool": case.jaxpool, "flax": case.flax}
+  contenders, args = {}, {}
+  out_shape = jax.eval_shape(lambda v: _first(case.jaxpool(v)), x)
+  g = jnp.asarray(rng.standard_normal(out_shape.shape, dtype=np.float32), dtype)
+  jax_args = (x, g) if case.backward else (x,)
+  compile_s, temp_ratio = None, None
+  for name, fn in fns.items():
+    if fn is None:
+      continue
+    if case.backward and name == "flax" and "segnet" in case.name:
+      continue
+    f = _jax_callable((lambda v, fn=fn: _first(fn(v))) if case.backward else fn, case.backward)
+    if name == "jaxpool":
+      start = time.perf_counter()
+      compiled = f.lower(*jax_args).compile()
+      compile_s = time.perf_counter() - start
+      mem = compiled.memory_analysis()
+      if mem is not None:
+        temp_ratio = mem.temp_size_in_bytes / x.nbytes
+    try:
+      jax.block_until_ready(f(*jax_args))
+    except NotImplementedError as e:  # e.g. JAX's max-pool VJP with dilation
+      print(f"  {name}: {e}")
+      continue
+    contenders[name], args[name] = f, jax_args
+  if torch is not None and case.torch is not None:
+    tdtype = torch.bfloat16 if case.dtype == "bfloat16" else torch.float32
+    fmt = torch.channels_last_3d if len(case.shape) == 5 else torch.channels_last
+    tx = torch.from_numpy(np.moveaxis(np.asarray(x, np.float32), -1, 1).copy()).to(tdtype)
+    if len(case.shape) in (4, 5):
+      tx = tx.contiguous(memory_format=fmt)
+    tg = torch.from_numpy(np.moveaxis(np.asarray(g, np.float32), -1, 1).copy()).to(tdtype)
+    if len(case.shape) in (4, 5):
+      tg = tg.contiguous(memory_format=fmt)
+    contenders["torch"] = _torch_callable(torch, case.torch, case.backward)
+    args["torch"] = (tx, tg) if case.backward else (tx,)
+    contenders["torch"](*args["torch"])
+
+  times = {name: [] for name in contenders}
+  names = list(contenders)
+  for r in range(repeats):
+    order = names[r % len(names):] + names[:r % len(names)]
+    for name in order:
+      times[name].append(_time(contenders[name], args[name],
+                               (lambda o: o) if name == "torch" else jax.block_until_ready))
+  med = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
+  row = {"case": case.name, "pass": "fwd+bwd" if case.backward else "fwd", "dtype": case.dtype,
+         "shape": list(case.shape), "ms": med, "compile_s": compile_s, "temp_ratio": temp_ratio}
+  if "torch" in med:
+    row["vs_torch"] = med["jaxpool"] / med["torch"]
+  if "flax" in med:
+    row["vs_flax"] = med["jaxpool"] / med["flax"]
+  return row
+
+
+def markdown(rows: list[dict]) -> str:
+  lines = ["| case | pass | dtype | jaxpool ms | flax/jnp ms | torch ms | jaxpool/torch | "
+           "jaxpool/flax | compile s | temp mem / input |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+  def f(v, fmt):
+    return "–" if v is None else format(v, fmt)
+
+  for r in rows:
+    ms = r["ms"]
+    lines.append(
+        f"| {r['case']} {tuple(r['shape'])} | {r['pass']} | {r['dtype']} | "
+        f"{f(ms.get('jaxpool'), '.2f')} | {f(ms.get('flax'), '.2f')} | "
+        f"{f(ms.get('torch'), '.2f')} | {f(r.get('vs_torch'), '.2f')}× | "
+        f"{f(r.get('vs_flax'), '.2f')}× | {f(r['compile_s'], '.2f')} | "
+        f"{f(r['temp_ratio'], '.2f')} |")
+  return "\n".join(lines)
+
+
+def environment() -> dict:
+  torch = _torch()
+  return {"backend": jax.default_backend(), "devices": str(jax.devices()),
+          "cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
+          "python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+          "torch": torch.__version__ if torch else None,
+          "torch_threads": torch.get_num_threads() if torch else None}
+
+
+def plot(rows: list[dict], path: pathlib.Path) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  labels = [f"{r['case']} {r['pass']}{' bf16' if r['dtype'] == 'bfloat16' else ''}"
+            for r in rows]
+  ratios = [r.get("vs_torch", np.nan) for r in rows]
+  fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1))
+  ax.barh(labels, ratios, color=["tab:green" if v <= 1.0 else "tab:orange" if v <= 1.5
+                                 else "tab:red" for v in ratios])
+  ax.axvline(1.0, color="k", lw=0.8)
+  ax.axvline(1.5, color="k", lw=0.8, ls="--")
+  ax.set_xlabel("jaxpool time / PyTorch time (lower is better)")
+  ax.invert_yaxis()
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def main(argv=None) -> list[dict]:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=15)
+  parser.add_argument("--only", nargs="*", help="run cases whose name contains any of these")
+  parser.add_argument("--quick", action="store_true", help="5 repeats")
+  args = parser.parse_args(argv)
+  torch = _torch()
+  if torch is not None:
+    torch.set_num_threads(__import__("os").cpu_count())
+  repeats = 5 if args.quick else args.repeats
+  env = environment()
+  print(f"backend={env['backend']} jax={env['jax']} flax={env['flax']} torch={env['torch']} "
+        f"cpus={env['cpu_count']}")
+  rows = []
+  rng = np.random.default_rng(0)
+  for case in cases():
+    if args.only and not any(s in case.name for s in args.only):
+      continue
+    row = run_case(case, repeats, rng)
+    rows.append(row)
+    print(markdown([row]).splitlines()[-1], flush=True)
+  table = markdown(rows)
+  print("\n" + table)
+  RESULTS.mkdir(exist_ok=True)
+  (RESULTS / "latest.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
+  if rows and any("vs_torch" in r for r in rows):
+    plot(rows, RESULTS / "ratios.png")
+  return rows
+
+
+if __name__ == "__main__":
+  main()

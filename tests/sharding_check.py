@@ -1,0 +1,115 @@
+"""SPMD checks on 8 virtual CPU devices (run as a script: XLA_FLAGS must precede JAX).
+
+    python tests/sharding_check.py  -> prints one JSON line per check
+
+For every public function and its VJP: inputs sharded along batch or channels compile to
+programs with no collectives and match the unsharded result; inputs sharded along a
+spatial axis give the right result (XLA may communicate there: windows cross shards).
+"""
+
+import json
+import os
+import re
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import Mesh, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import jaxpool  # noqa: E402
+
+COLLECTIVES = re.compile(r"all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter")
+
+
+
+def _unpool(x):
+  v, i = jaxpool.max_pool_with_indices(x, (2, 2))
+  return jaxpool.max_unpool(v, i, (2, 2))
+
+
+FUNCTIONS = {
+    "max_pool": (lambda x: jaxpool.max_pool(x, (3, 3), 2, 1, ceil_mode=True), True),
+    "max_pool_dilated": (lambda x: jaxpool.max_pool(x, (2, 2), 1, 0, dilation=2), True),
+    "min_pool": (lambda x: jaxpool.min_pool(x, (2, 2)), True),
+    "avg_pool": (lambda x: jaxpool.avg_pool(x, (3, 3), 1, 1, count_include_pad=False), True),
+    "lp_pool": (lambda x: jaxpool.lp_pool(jnp.abs(x) + 1, 2.0, (2, 2)), True),
+    "max_pool_with_indices": (lambda x: jaxpool.max_pool_with_indices(x, (2, 2)), False),
+    "max_unpool": (_unpool, True),
+    "adaptive_avg_pool": (lambda x: jaxpool.adaptive_avg_pool(x, (5, 7)), True),
+    "adaptive_max_pool": (lambda x: jaxpool.adaptive_max_pool(x, (5, 7)), True),
+    "adaptive_max_pool_with_indices": (
+        lambda x: jaxpool.adaptive_max_pool_with_indices(x, (5, 7)), False),
+    "global_avg_pool": (jaxpool.global_avg_pool, True),
+    "global_max_pool": (jaxpool.global_max_pool, True),
+    "channel_pool_spatial": (lambda x: jaxpool.channel_pool(x, "max"), True),
+}
+
+
+def _vjp(fn):
+  def f(x, g):
+    y, pullback = jax.vjp(fn, x)
+    return y, pullback(g)[0]
+  return f
+
+
+def check(name, fn, differentiable, x, sharding, axis_name, expect_no_collectives):
+  xs = jax.device_put(x, sharding)
+  want = fn(x)
+  compiled = jax.jit(fn).lower(xs).compile()
+  got = compiled(xs)
+  ok = all(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+           if a.dtype.kind != "f" else np.allclose(a, b, rtol=1e-6, atol=1e-6)
+           for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+  found = sorted(set(COLLECTIVES.findall(compiled.as_text())))
+  if differentiable:
+    out = jax.eval_shape(fn, x)
+    g = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+    gs = jax.device_put(g, NamedSharding(sharding.mesh, _spec_like(sharding.spec, out.ndim)))
+    bwd = jax.jit(_vjp(fn)).lower(xs, gs).compile()
+    got_dx = bwd(xs, gs)[1]
+    want_dx = _vjp(fn)(x, g)[1]
+    ok = ok and np.allclose(got_dx, want_dx, rtol=1e-6, atol=1e-6)
+    found = sorted(set(found) | set(COLLECTIVES.findall(bwd.as_text())))
+  return {"fn": name, "sharded": axis_name, "correct": bool(ok), "collectives": found,
+          "expect_no_collectives": expect_no_collectives}
+
+
+def _spec_like(spec, ndim):
+  """The input's batch/channel sharding, fitted to an output of ``ndim`` dims."""
+  spec = tuple(spec) + (None,) * (4 - len(tuple(spec)))
+  if ndim == 4:
+    return P(spec[0], None, None, spec[3])
+  if ndim == 2:  # global pools: (batch, channel)
+    return P(spec[0], spec[3])
+  return P()
+
+
+def main():
+  assert jax.device_count() == 8, jax.devices()
+  mesh = Mesh(np.array(jax.devices()), ("d",))
+  x = np.random.default_rng(0).standard_normal((8, 16, 14, 16)).astype(np.float32)
+  layouts = {
+      "batch": (P("d"), True),
+      "channel": (P(None, None, None, "d"), True),
+      "spatial": (P(None, "d"), False),
+  }
+  results = []
+  for name, (fn, diff) in FUNCTIONS.items():
+    for axis_name, (spec, strict) in layouts.items():
+      if name == "channel_pool_spatial" and axis_name == "channel":
+        continue  # reducing the sharded axis itself needs communication by definition
+      if name.startswith("global") and axis_name == "spatial":
+        strict = False
+      results.append(check(name, fn, diff, x, NamedSharding(mesh, spec), axis_name, strict))
+  for r in results:
+    print(json.dumps(r))
+  sys.stdout.flush()
+
+
+if __name__ == "__main__":
+  main()
