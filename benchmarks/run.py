@@ -171,6 +171,16 @@ def _torch_callable(torch, fn, backward: bool):
   return run
 
 
+def _to_torch(torch, a, dtype):
+  """NHWC array -> NCHW tensor in PyTorch's fast CPU layout (channels_last memory)."""
+  t = torch.from_numpy(np.moveaxis(np.asarray(a, np.float32), -1, 1).copy()).to(dtype)
+  if t.ndim == 4:
+    return t.contiguous(memory_format=torch.channels_last)
+  if t.ndim == 5:
+    return t.contiguous(memory_format=torch.channels_last_3d)
+  return t
+
+
 def _time(f, args, sync) -> float:
   start = time.perf_counter()
   sync(f(*args))
@@ -208,13 +218,7 @@ def run_case(case: Case, repeats: int, rng: np.random.Generator) -> dict:
     contenders[name], args[name] = f, jax_args
   if torch is not None and case.torch is not None:
     tdtype = torch.bfloat16 if case.dtype == "bfloat16" else torch.float32
-    fmt = torch.channels_last_3d if len(case.shape) == 5 else torch.channels_last
-    tx = torch.from_numpy(np.moveaxis(np.asarray(x, np.float32), -1, 1).copy()).to(tdtype)
-    if len(case.shape) in (4, 5):
-      tx = tx.contiguous(memory_format=fmt)
-    tg = torch.from_numpy(np.moveaxis(np.asarray(g, np.float32), -1, 1).copy()).to(tdtype)
-    if len(case.shape) in (4, 5):
-      tg = tg.contiguous(memory_format=fmt)
+    tx, tg = (_to_torch(torch, a, tdtype) for a in (x, g))
     contenders["torch"] = _torch_callable(torch, case.torch, case.backward)
     args["torch"] = (tx, tg) if case.backward else (tx,)
     contenders["torch"](*args["torch"])

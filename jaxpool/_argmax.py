@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from jax import lax
 from jax.typing import ArrayLike
 
 from jaxpool import _geometry as geo
-from jaxpool._engine import select_chain, select_pool
-
-
-def flat_iota(lay: geo.Layout, spatial: Sequence[int]) -> jax.Array:
-  """Row-major flat index of every spatial position, broadcastable against ``x``."""
-  shape = lay.with_spatial((1,) * lay.ndim, spatial)
-  idx = jnp.zeros(shape, jnp.int32)
-  for a, s in zip(lay.spatial_axes, geo.row_major_strides(spatial)):
-    idx = idx + lax.broadcasted_iota(jnp.int32, shape, a) * np.int32(s)
-  return idx
+from jaxpool._engine import pool_with_indices
 
 
 def indexed_select(fn: str, x: jax.Array, lay: geo.Layout,
@@ -30,10 +17,7 @@ def indexed_select(fn: str, x: jax.Array, lay: geo.Layout,
   spatial = lay.spatial_shape(x.shape)
   geo.spatial_volume(fn, spatial)
   with jax.named_scope(fn):
-    values = select_pool(x, lay.spatial_axes, taps, "max")
-    _, (idx,) = select_chain(lax.stop_gradient(x), lay.spatial_axes, taps, "max",
-                             [flat_iota(lay, spatial)])
-    return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)
+    return pool_with_indices(x, lay.spatial_axes, taps, spatial)
 
 
 def max_pool_with_indices(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *,

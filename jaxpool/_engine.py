@@ -26,6 +26,8 @@ scatter-free backward of pads and selects) and carry flat indices for
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from collections.abc import Sequence
 
 import jax
@@ -185,23 +187,222 @@ def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], ki
   return x, extras
 
 
-def sum_pool(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps]) -> jax.Array:
-  """Sum over the windows (padding contributes 0)."""
-  for axis, t in reversed(list(zip(axes, taps))):
-    if not t.identity:
-      x = _reduce_axis(x, axis, t, "sum", _mode(t, need_offsets=False))
+# ----------------------------------------------------------------------------- values
+
+
+def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
+                kind: str) -> jax.Array:
+  """Max/min/sum over the windows: one N-D ``reduce_window`` for the regular axes.
+
+  On CPU a single ``reduce_window`` measured fastest for the values (2-4x faster than
+  fused strided slices); its padding argument avoids materialising a padded copy.
+  Irregular (adaptive two-width) axes follow, one gather each.
+  """
+  fill = identity(kind, x.dtype)
+  regular = [(a, t) for a, t in zip(axes, taps) if t.regular and not t.identity]
+  if regular:
+    dims, strides, dil = ([1] * x.ndim for _ in range(3))
+    pads = [(0, 0)] * x.ndim
+    for a, t in regular:
+      dims[a], strides[a], dil[a] = t.window, t.stride, t.dilation
+      hi = (t.out - 1) * t.stride + t.span - t.size - t.pad_lo
+      pads[a] = (t.pad_lo, max(hi, 0))  # hi < 0: trailing inputs unused, output cropped below
+    x = lax.reduce_window(x, fill, _COMBINE[kind], dims, strides, pads, window_dilation=dil)
+    limits = list(x.shape)
+    for a, t in regular:
+      limits[a] = t.out
+    if limits != list(x.shape):
+      x = lax.slice(x, [0] * x.ndim, limits)
+  for a, t in zip(axes, taps):
+    if not t.regular:
+      x = _reduce_axis(x, a, t, kind, "gather")
   return x
+
+
+def sum_pool(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps]) -> jax.Array:
+  """Sum over the windows (padding contributes 0); JAX's transpose rule gives the VJP."""
+  return pool_values(x, axes, taps, "sum")
+
+
+# ----------------------------------------------------------------------------- joint windows
+
+JOINT_MAX = 32  # windows of at most this many elements are matched all offsets at once
+
+
+def _joint(taps: Sequence[AxisTaps]) -> bool:
+  return all(t.regular for t in taps) and math.prod(t.window for t in taps) <= JOINT_MAX
+
+
+def _blocked(taps: Sequence[AxisTaps]) -> bool:
+  """Non-overlapping, undilated windows: the window grid is a reshape of the input."""
+  return all(t.dilation == 1 and t.stride >= t.window for t in taps)
+
+
+def _pad_all(x, axes, taps, fill, blocked: bool):
+  config = [(0, 0, 0)] * x.ndim
+  for a, t in zip(axes, taps):
+    length = t.out * t.stride if blocked else (t.out - 1) * t.stride + t.span
+    config[a] = (t.pad_lo, length - t.size - t.pad_lo, 0)
+  if all(c == (0, 0, 0) for c in config):
+    return x
+  return lax.pad(x, np.asarray(fill).astype(x.dtype), config)
+
+
+class _Joint:
+  """All window offsets of regular taps at once (row-major offset order).
+
+  ``blocked`` windows are viewed by one reshape (each spatial axis ``a`` becomes
+  ``(out, window)``), others by one strided slice per offset.
+  """
+
+  def __init__(self, ndim: int, axes: Sequence[int], taps: Sequence[AxisTaps]):
+    self.ndim, self.axes, self.taps = ndim, tuple(axes), tuple(taps)
+    self.blocked = _blocked(taps)
+    self.offsets = list(itertools.product(*[range(t.window) for t in taps]))
+    reals = [t.real() for t in taps]
+    self.real = [self._grid([r[:, j] for r, j in zip(reals, J)]) for J in self.offsets]
+    if self.blocked:
+      self.window_axes = tuple(a + i + 1 for i, a in enumerate(self.axes))
+
+  def _grid(self, vectors) -> np.ndarray | None:
+    """A static bool array over the output grid (broadcast shape), None if all True."""
+    grid = np.ones((), bool)
+    for v in vectors:
+      grid = np.logical_and.outer(grid, v)
+    if grid.all():
+      return None
+    shape = [1] * self.ndim
+    for a, n in zip(self.axes, grid.shape):
+      shape[a] = n
+    return grid.reshape(shape)
+
+  def slices(self, x, fill):
+    xp = _pad_all(x, self.axes, self.taps, fill, blocked=False)
+    for J in self.offsets:
+      start, limit, step = [0] * x.ndim, list(xp.shape), [1] * x.ndim
+      for a, t, j in zip(self.axes, self.taps, J):
+        start[a] = j * t.dilation
+        limit[a] = start[a] + (t.out - 1) * t.stride + 1
+        step[a] = t.stride
+      yield lax.slice(xp, start, limit, step)
+
+  def blocks(self, x, fill):
+    """``(..., out_0, k_0, ..., out_1, k_1, ...)``: window axes right after their axis."""
+    xp = _pad_all(x, self.axes, self.taps, fill, blocked=True)
+    shape = []
+    for d, n in enumerate(xp.shape):
+      if d in self.axes:
+        t = self.taps[self.axes.index(d)]
+        shape += [t.out, t.stride]
+      else:
+        shape.append(n)
+    xw = xp.reshape(shape)
+    limits = list(xw.shape)
+    for w, t in zip(self.window_axes, self.taps):
+      limits[w] = t.window
+    return lax.slice(xw, [0] * xw.ndim, limits) if limits != list(xw.shape) else xw
+
+  def block_iota(self, values) -> np.ndarray:
+    """A static array over the window axes of ``blocks``: ``values[k]`` at offset ``k``."""
+    shape = [1] * (self.ndim + len(self.axes))
+    for w, t in zip(self.window_axes, self.taps):
+      shape[w] = t.window
+    return np.asarray(values).reshape(shape)
+
+  def block_real(self) -> np.ndarray | None:
+    grid = np.ones((), bool)
+    for t in self.taps:
+      grid = np.logical_and.outer(grid, t.real())
+    if grid.all():
+      return None
+    # grid axes are (o_0, k_0, o_1, k_1, ...): place them after the leading axes
+    shape, it = [], iter(grid.shape)
+    for d in range(self.ndim):
+      if d in self.axes:
+        shape += [next(it), next(it)]
+      else:
+        shape.append(1)
+    return grid.reshape(shape)
+
+  def expand(self, y):
+    return jnp.expand_dims(y, self.window_axes)
+
+  def first_match(self, x, y, kind):
+    """Row-major offset id of the first real window element equal to ``y`` (or NaN)."""
+    fill = identity(kind, x.dtype)
+    if self.blocked:
+      hit = _matches(self.blocks(x, fill), self.expand(y))
+      real = self.block_real()
+      if real is not None:
+        hit = hit & real
+      ids = self.block_iota(np.arange(len(self.offsets), dtype=np.int32))
+      return jnp.min(jnp.where(hit, ids, np.int32(len(self.offsets))), axis=self.window_axes)
+    off = jnp.zeros(y.shape, jnp.int32)
+    for k, xs in reversed(list(enumerate(self.slices(x, fill)))):
+      hit = _matches(xs, y)
+      if self.real[k] is not None:
+        hit = hit & self.real[k]
+      off = jnp.where(hit, np.int32(k), off)
+    return off
+
+  def select(self, e, off):
+    """``e`` at window offset ``off`` (linear in ``e``; transposes without scatter)."""
+    zero = np.zeros((), e.dtype)
+    if self.blocked:
+      ids = self.block_iota(np.arange(len(self.offsets), dtype=np.int32))
+      picked = jnp.where(self.expand(off) == ids, self.blocks(e, zero), zero)
+      return jnp.sum(picked, axis=self.window_axes, dtype=e.dtype)
+    parts = list(self.slices(e, zero))
+    out = parts[0]
+    for k in range(1, len(parts)):
+      out = jnp.where(off == k, parts[k], out)
+    return out
+
+  def flat_index(self, off, spatial: Sequence[int]) -> jax.Array:
+    """Flat row-major input index of offset ``off`` of each output window."""
+    strides = row_major(spatial)
+    base = np.zeros((), np.int64)
+    for t, st in zip(self.taps, strides):
+      base = np.add.outer(base, (np.arange(t.out) * t.stride - t.pad_lo) * st)
+    shape = [1] * self.ndim
+    for a, t in zip(self.axes, self.taps):
+      shape[a] = t.out
+    base = base.astype(np.int32).reshape(shape)
+    delta = jnp.zeros(off.shape, jnp.int32)
+    for k, J in enumerate(self.offsets):
+      dk = sum(j * t.dilation * st for j, t, st in zip(J, self.taps, strides))
+      if dk:
+        delta = jnp.where(off == k, np.int32(dk), delta)
+    return delta + base
+
+
+def row_major(spatial: Sequence[int]) -> list[int]:
+  out, acc = [], 1
+  for n in reversed(spatial):
+    out.append(acc)
+    acc *= n
+  return out[::-1]
+
+
+# ----------------------------------------------------------------------------- selection
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
 def _select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
                  kind: str) -> jax.Array:
-  return select_chain(x, axes, taps, kind)[0]
+  return pool_values(x, axes, taps, kind)
 
 
 @_select_pool.defjvp
 def _select_pool_jvp(axes, taps, kind, primals, tangents):
   (x,), (t,) = primals, tangents
+  if _joint(taps):
+    y = _select_pool(x, axes, taps, kind)  # itself: higher orders use this rule again
+    joint = _Joint(x.ndim, axes, taps)
+    # Materialise the offsets: otherwise XLA re-derives them inside every consumer of
+    # the transposed program (measured 2.5x slower on the ResNet stem).
+    off = lax.optimization_barrier(joint.first_match(x, y, kind))
+    return y, joint.select(t, off)
   y, (ty,) = select_chain(x, axes, taps, kind, [t])
   return y, ty
 
@@ -210,10 +411,36 @@ def select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
                 kind: str) -> jax.Array:
   """Max/min pooling whose derivative sends each window's tangent to its first max.
 
-  The JVP is linear in the tangent (strided slices and selects), so reverse mode is
-  JAX's transpose of it: pads with interior padding and selects, no scatter. Works for
-  dilated windows, where JAX's own ``reduce_window`` max has no derivative.
+  Values come from ``reduce_window``. The JVP is linear in the tangent (strided slices
+  or a reshape, and selects), so reverse mode is JAX's transpose of it: pads and
+  selects, no scatter. Works for dilated windows, where JAX's own max-pool derivative
+  raises.
   """
   if jnp.issubdtype(x.dtype, jnp.inexact):
     return _select_pool(x, axes, taps, kind)
-  return select_chain(x, axes, taps, kind)[0]
+  return pool_values(x, axes, taps, kind)
+
+
+def pool_with_indices(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
+                      spatial: Sequence[int]) -> tuple[jax.Array, jax.Array]:
+  """Differentiable max values and int32 flat indices of the first maxima."""
+  values = select_pool(x, axes, taps, "max")
+  xs = lax.stop_gradient(x)
+  if _joint(taps):
+    joint = _Joint(x.ndim, axes, taps)
+    idx = joint.flat_index(joint.first_match(xs, pool_values(xs, axes, taps, "max"), "max"),
+                           spatial)
+  else:
+    _, (idx,) = select_chain(xs, axes, taps, "max", [_iota(x.ndim, axes, spatial)])
+  return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)
+
+
+def _iota(ndim: int, axes: Sequence[int], spatial: Sequence[int]) -> jax.Array:
+  """Row-major flat index of every spatial position, broadcastable over ``ndim`` dims."""
+  shape = [1] * ndim
+  for a, n in zip(axes, spatial):
+    shape[a] = n
+  idx = jnp.zeros(shape, jnp.int32)
+  for a, st in zip(axes, row_major(spatial)):
+    idx = idx + lax.broadcasted_iota(jnp.int32, shape, a) * np.int32(st)
+  return idx
