@@ -90,7 +90,7 @@ def adaptive_avg_pool(x: ArrayLike, output_size, *,
   x, lay, taps = _geometry(fn, x, output_size, data_format, "float")
   with jax.named_scope(fn):
     total = sum_pool(x.astype(geo.accum_dtype(x.dtype)), lay.spatial_axes, taps)
-    return divide(total, geo.outer([t.count(False) for t in taps]), lay).astype(x.dtype)
+    return divide(total, lay, taps).astype(x.dtype)
 
 
 def adaptive_max_pool(x: ArrayLike, output_size, *,

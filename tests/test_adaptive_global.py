@@ -166,3 +166,26 @@ def test_channel_pool_channels_first_unbatched(rng):
   x = randn(rng, (5, 4, 3))  # (C, H, W)
   y = jaxpool.channel_pool(x, "avg", data_format="channels_first", num_spatial_dims=2)
   np.testing.assert_allclose(y, x.mean(axis=0, keepdims=True), rtol=1e-6)
+
+
+def test_in_graph_divisor_counts_match_static_counts():
+  """AxisTaps.count_of (iota arithmetic, used in the graph) == AxisTaps.count (NumPy)."""
+  from jaxpool._geometry import AxisTaps
+
+  rng = np.random.default_rng(3)
+  checked = 0
+  for _ in range(400):
+    n, k, s, d = (int(v) for v in rng.integers(1, 9, size=4))
+    lo, hi = (int(v) for v in rng.integers(0, 4, size=2))
+    out = (n + lo + hi - d * (k - 1) - 1) // s + 1
+    if out < 1:
+      continue
+    t = AxisTaps(n, out, k, s, d, lo, hi)
+    for include in (True, False):
+      np.testing.assert_array_equal(t.count_of(np.arange(out), include), t.count(include))
+    checked += 1
+  for n in range(1, 12):
+    for o in range(1, 15):
+      t = bin_taps(n, o)
+      np.testing.assert_array_equal(t.count_of(np.arange(o), False), t.count(False))
+  assert checked > 100
