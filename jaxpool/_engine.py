@@ -1,26 +1,23 @@
-"""Separable window reductions: the one compute core behind every pooling op.
+"""Window reductions: the one compute core behind every pooling op.
 
-A pooling window is a product of per-axis tap sets, so every reduction here runs one
-spatial axis at a time (last axis first). Along one axis the windows are viewed in one
-of three ways, chosen at trace time from the static :class:`~jaxpool._geometry.AxisTaps`:
+Everything here takes static :class:`~jaxpool._geometry.AxisTaps` (which input positions
+each output position reads, per spatial axis) and emits standard HLO only (pad, slice,
+reshape, select, reduce, reduce_window, one static gather for irregular adaptive bins):
+the same program runs on CPU, GPU and TPU; plans were tuned on XLA:CPU.
 
-* ``reshape``: non-overlapping, undilated windows (``stride >= window``): pad or crop
-  the axis to ``out * stride``, split it into ``(out, stride)`` and keep ``window``.
-  Pure layout ops; XLA fuses them into the reduction.
-* ``slices``: up to ``MAX_UNROLL`` strided slices, one per window offset, combined
-  elementwise (a fused loop on CPU/GPU/TPU, no ``reduce_window``).
-* ``gather``: one static ``take`` of the ``(out, window)`` positions (adaptive bins
-  of two widths, or very large overlapping windows).
+Values (:func:`pool_values`): a per-geometry plan (:func:`_values_plan`): shifted reads,
+strided slices (all offsets at once or one axis at a time) or one ``reduce_window``.
 
-Values-only max/min/sum of large overlapping windows use a 1-D ``lax.reduce_window``.
+Max/min selection is row-major first-max (PyTorch's rule), found in one of two ways:
 
-Max/min selection is row-major first-max: along each axis the first offset whose value
-equals the axis maximum (or is NaN) wins, and processing the last axis first makes the
-combined choice the first maximum in row-major window order (PyTorch's rule). The same
-per-axis offsets select tangents (the JVP of max pooling, which JAX transposes into a
-scatter-free backward of pads and selects) and carry flat indices for
-``max_pool_with_indices``. No op here is backend specific: all lower to standard HLO
-(pad, slice, reshape, select, reduce, gather) on CPU, GPU and TPU.
+* windows of at most ``JOINT_MAX`` elements (:class:`_Joint`): the first offset, in
+  row-major order, whose element equals the window's max (or is NaN);
+* larger windows and adaptive bins (:func:`select_chain`): one axis at a time, last axis
+  first, so the first maximum along each axis composes into the row-major first one.
+
+The offsets drive the max-pool VJP (:func:`select_pool`, a ``jax.custom_vjp``: pads,
+reshapes and selects, no scatter, dilation supported) and the flat argmax indices of
+:func:`pool_with_indices`.
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool._geometry import AxisTaps
+from jaxpool._geometry import AxisTaps, row_major_strides
 
 MAX_UNROLL = 16
 _COMBINE = {"max": lax.max, "min": lax.min, "sum": lax.add}
@@ -454,7 +451,7 @@ class _Joint:
 
   def flat_index(self, off, spatial: Sequence[int]) -> jax.Array:
     """Flat row-major input index of offset ``off`` of each output window."""
-    strides = row_major(spatial)
+    strides = row_major_strides(spatial)
     base = np.zeros((), np.int64)
     for t, st in zip(self.taps, strides):
       base = np.add.outer(base, (np.arange(t.out) * t.stride - t.pad_lo) * st)
@@ -468,14 +465,6 @@ class _Joint:
       if dk:
         delta = jnp.where(off == k, np.int32(dk), delta)
     return delta + base
-
-
-def row_major(spatial: Sequence[int]) -> list[int]:
-  out, acc = [], 1
-  for n in reversed(spatial):
-    out.append(acc)
-    acc *= n
-  return out[::-1]
 
 
 # ----------------------------------------------------------------------------- selection
@@ -549,6 +538,6 @@ def _iota(ndim: int, axes: Sequence[int], spatial: Sequence[int]) -> jax.Array:
   for a, n in zip(axes, spatial):
     shape[a] = n
   idx = jnp.zeros(shape, jnp.int32)
-  for a, st in zip(axes, row_major(spatial)):
+  for a, st in zip(axes, row_major_strides(spatial)):
     idx = idx + lax.broadcasted_iota(jnp.int32, shape, a) * np.int32(st)
   return idx

@@ -289,10 +289,6 @@ def window_geometry(fn: str, shape: Sequence[int], window_shape: Any, strides: A
   return lay, taps
 
 
-def out_shape(lay: Layout, shape: Sequence[int], taps: Sequence[AxisTaps]) -> tuple[int, ...]:
-  return lay.with_spatial(shape, [t.out for t in taps])
-
-
 def spatial_volume(fn: str, spatial: Sequence[int]) -> int:
   vol = math.prod(spatial)
   if vol > np.iinfo(np.int32).max:
