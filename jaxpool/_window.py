@@ -54,7 +54,10 @@ def max_pool(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *, dila
     The pooled array, same dtype, spatial dims replaced by the output sizes. A window
     holding a NaN gives NaN. The gradient sends each window's cotangent to its first
     maximum in row-major window order (PyTorch CPU), also with dilation (where JAX's
-    own max-pool gradient raises).
+    own max-pool gradient raises). Reverse mode only (``grad``, ``vjp``, higher
+    orders); ``jax.jvp`` is not supported. A window whose real elements all equal
+    ``-inf`` may route its cotangent to padding (dropped), where PyTorch picks the first
+    real element.
 
   Raises:
     ValueError, TypeError: bad arguments (named in the message), at trace time.
