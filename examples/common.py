@@ -26,9 +26,13 @@ def batches(n: int, batch_size: int, rng: np.random.Generator):
     yield order[i:i + batch_size]
 
 
-def progress(iterable, total: int, desc: str, quiet: bool):
-  if quiet:
-    return iterable
-  from tqdm import tqdm
+def epoch_batches(n: int, batch_size: int, epochs: int, seed: int, quiet: bool):
+  """Index batches for every epoch, shuffled, with a per-epoch progress bar."""
+  rng = np.random.default_rng(seed)
+  for epoch in range(epochs):
+    it = batches(n, batch_size, rng)
+    if not quiet:
+      from tqdm import tqdm
 
-  return tqdm(iterable, total=total, desc=desc, leave=False)
+      it = tqdm(it, total=n // batch_size, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+    yield from it

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from common import batches, load_digits, progress  # noqa: E402
+from common import epoch_batches, load_digits  # noqa: E402
 
 
 def linen_model():
@@ -80,13 +80,9 @@ def train_linen(args, data):
 
   predict = jax.jit(lambda p, x: model.apply({"params": p}, x).argmax(-1))
   losses = []
-  rng = np.random.default_rng(args.seed)
-  for epoch in range(args.epochs):
-    n = len(xtr) // args.batch_size
-    for idx in progress(batches(len(xtr), args.batch_size, rng), n, f"epoch {epoch + 1}",
-                        args.quiet):
-      params, state, loss = step(params, state, xtr[idx], ytr[idx])
-      losses.append(float(loss))
+  for idx in epoch_batches(len(xtr), args.batch_size, args.epochs, args.seed, args.quiet):
+    params, state, loss = step(params, state, xtr[idx], ytr[idx])
+    losses.append(float(loss))
   return losses, float((predict(params, xte) == yte).mean())
 
 
@@ -105,12 +101,8 @@ def train_nnx(args, data):
 
   predict = nnx.jit(lambda m, x: m(x).argmax(-1))
   losses = []
-  rng = np.random.default_rng(args.seed)
-  for epoch in range(args.epochs):
-    n = len(xtr) // args.batch_size
-    for idx in progress(batches(len(xtr), args.batch_size, rng), n, f"epoch {epoch + 1}",
-                        args.quiet):
-      losses.append(float(step(model, optimizer, jnp.asarray(xtr[idx]), jnp.asarray(ytr[idx]))))
+  for idx in epoch_batches(len(xtr), args.batch_size, args.epochs, args.seed, args.quiet):
+    losses.append(float(step(model, optimizer, jnp.asarray(xtr[idx]), jnp.asarray(ytr[idx]))))
   return losses, float((predict(model, jnp.asarray(xte)) == yte).mean())
 
 

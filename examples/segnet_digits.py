@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from common import batches, load_digits, progress  # noqa: E402
+from common import epoch_batches, load_digits  # noqa: E402
 
 from jaxpool import linen as pool  # noqa: E402
 
@@ -88,14 +88,10 @@ def main(argv=None) -> dict:
     return optax.apply_updates(params, updates), state, loss
 
   before = float(jax.jit(mse)(params, xte))
-  rng = np.random.default_rng(args.seed)
   losses = []
-  for epoch in range(args.epochs):
-    n = len(xtr) // args.batch_size
-    for idx in progress(batches(len(xtr), args.batch_size, rng), n, f"epoch {epoch + 1}",
-                        args.quiet):
-      params, state, loss = step(params, state, xtr[idx])
-      losses.append(float(loss))
+  for idx in epoch_batches(len(xtr), args.batch_size, args.epochs, args.seed, args.quiet):
+    params, state, loss = step(params, state, xtr[idx])
+    losses.append(float(loss))
   after = float(jax.jit(mse)(params, xte))
   print(f"test reconstruction MSE: {before:.4f} before training -> {after:.4f} after "
         f"{args.epochs} epochs")

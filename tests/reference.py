@@ -83,21 +83,31 @@ def _argbest(vals, better):
   return best
 
 
+def _windows(x, window, strides, padding, dilation, ceil_mode):
+  """Yield (output index, all taps, real taps) for every window of every (n, c) slice."""
+  sizes, strides, dilation, pads, outs = _geometry(x, window, strides, padding, dilation,
+                                                   ceil_mode)
+  for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+    for o in itertools.product(*[range(m) for m in outs]):
+      taps = _taps(o, window, strides, dilation, pads)
+      yield (n, c) + o, taps, [p for p in taps if _inside(p, sizes)]
+
+
+def _out_shape(x, window, strides, padding, dilation, ceil_mode):
+  return x.shape[:2] + tuple(_geometry(x, window, strides, padding, dilation, ceil_mode)[4])
+
+
 def max_pool_with_indices(x, window, strides=None, padding=0, dilation=1, ceil_mode=False,
                           kind="max"):
   x = np.asarray(x)
-  sizes, strides, dilation, pads, outs = _geometry(x, window, strides, padding, dilation,
-                                                   ceil_mode)
+  args = (window, strides, padding, dilation, ceil_mode)
   better = (lambda a, b: a > b) if kind == "max" else (lambda a, b: a < b)
-  vals = np.zeros(x.shape[:2] + tuple(outs), x.dtype)
+  vals = np.zeros(_out_shape(x, *args), x.dtype)
   idx = np.zeros(vals.shape, np.int64)
-  for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
-    for o in itertools.product(*[range(m) for m in outs]):
-      real = [p for p in _taps(o, window, strides, dilation, pads) if _inside(p, sizes)]
-      v = [x[(n, c) + p] for p in real]
-      b = _argbest(v, better)
-      vals[(n, c) + o] = v[b]
-      idx[(n, c) + o] = _flat(real[b], sizes)
+  for where, _, real in _windows(x, *args):
+    v = [x[where[:2] + p] for p in real]
+    b = _argbest(v, better)
+    vals[where], idx[where] = v[b], _flat(real[b], x.shape[2:])
   return vals, idx
 
 
@@ -112,35 +122,28 @@ def min_pool(x, *args, **kw):
 def avg_pool(x, window, strides=None, padding=0, dilation=1, ceil_mode=False,
              count_include_pad=True, divisor_override=None):
   x = np.asarray(x, np.float64)
-  sizes, strides, dilation, pads, outs = _geometry(x, window, strides, padding, dilation,
-                                                   ceil_mode)
-  out = np.zeros(x.shape[:2] + tuple(outs))
-  for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
-    for o in itertools.product(*[range(m) for m in outs]):
-      taps = _taps(o, window, strides, dilation, pads)
-      real = [p for p in taps if _inside(p, sizes)]
-      total = sum(x[(n, c) + p] for p in real)
-      if divisor_override:
-        div = divisor_override
-      elif count_include_pad:  # taps inside the padded extent
-        div = sum(all(-lo <= q < m + hi for q, m, (lo, hi) in zip(p, sizes, pads))
-                  for p in taps)
-      else:
-        div = len(real)
-      out[(n, c) + o] = total / div
+  args = (window, strides, padding, dilation, ceil_mode)
+  sizes, pads = x.shape[2:], _geometry(x, *args)[3]
+  out = np.zeros(_out_shape(x, *args))
+  for where, taps, real in _windows(x, *args):
+    total = sum(x[where[:2] + p] for p in real)
+    if divisor_override:
+      div = divisor_override
+    elif count_include_pad:  # taps inside the padded extent
+      div = sum(all(-lo <= q < m + hi for q, m, (lo, hi) in zip(p, sizes, pads)) for p in taps)
+    else:
+      div = len(real)
+    out[where] = total / div
   return out
 
 
 def lp_pool(x, p, window, strides=None, padding=0, dilation=1, ceil_mode=False):
   x = np.asarray(x, np.float64)
-  sizes, strides, dilation, pads, outs = _geometry(x, window, strides, padding, dilation,
-                                                   ceil_mode)
-  out = np.zeros(x.shape[:2] + tuple(outs))
-  for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
-    for o in itertools.product(*[range(m) for m in outs]):
-      real = [q for q in _taps(o, window, strides, dilation, pads) if _inside(q, sizes)]
-      with np.errstate(invalid="ignore"):
-        out[(n, c) + o] = sum(x[(n, c) + q] ** p for q in real) ** (1 / p)
+  args = (window, strides, padding, dilation, ceil_mode)
+  out = np.zeros(_out_shape(x, *args))
+  for where, _, real in _windows(x, *args):
+    with np.errstate(invalid="ignore"):
+      out[where] = sum(x[where[:2] + q] ** p for q in real) ** (1 / p)
   return out
 
 
