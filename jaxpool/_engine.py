@@ -308,7 +308,9 @@ class _Joint:
       spans = []
       for a, t, r, j in zip(self.axes, taps, reals, J):
         ok = np.flatnonzero(r[:, j])
-        if len(ok) < t.out:
+        if not len(ok):  # this offset reads padding for every output: never matches
+          spans.append((a, 1, 0))
+        elif len(ok) < t.out:
           spans.append((a, int(ok.min()), int(ok.max())))
       self.intervals.append(spans)
     if self.blocked:

@@ -140,3 +140,17 @@ def test_unpool_under_vmap_and_jit(rng):
   got = f(x)
   want = jaxpool.max_unpool(*jaxpool.max_pool_with_indices(x, (2, 2)), (2, 2))
   np.testing.assert_array_equal(got, want)
+
+
+def test_offset_that_only_reads_padding(rng):
+  """Dilation can make one window offset read padding for every output (found by the
+  PyTorch fixtures): it must never be chosen, and gradients stay exact."""
+  x = randn(rng, (2, 3, 6, 6))
+  kw = dict(window_shape=(3, 4), strides=(2, 4), padding=(0, 2), dilation=2)
+  v, i = jaxpool.max_pool_with_indices(x, data_format="channels_first", **kw)
+  want_v, want_i = ref.max_pool_with_indices(x, (3, 4), (2, 4), (0, 2), 2)
+  np.testing.assert_array_equal(v, want_v)
+  np.testing.assert_array_equal(i, want_i)
+  g = randn(rng, v.shape)
+  dx = jax.grad(lambda a: jnp.sum(jaxpool.max_pool(a, data_format="channels_first", **kw) * g))(x)
+  np.testing.assert_allclose(dx, ref.max_pool_grad(x, g, (3, 4), (2, 4), (0, 2), 2), atol=1e-6)
