@@ -100,7 +100,10 @@ def _slices(x: jax.Array, axis: int, t: AxisTaps, fill: np.ndarray) -> list[jax.
   length = (t.out - 1) * t.stride + t.span
   xp = _pad_axis(x, axis, t.pad_lo, length - t.size - t.pad_lo, fill)
   last = (t.out - 1) * t.stride + 1
-  return [lax.slice_in_dim(xp, j * t.dilation, j * t.dilation + last, t.stride, axis)
+  # One output: the stride is moot, and a stride longer than a shard miscompiles under
+  # XLA's SPMD partitioner (global max on a spatially sharded input gave wrong values).
+  step = t.stride if t.out > 1 else 1
+  return [lax.slice_in_dim(xp, j * t.dilation, j * t.dilation + last, step, axis)
           for j in range(t.window)]
 
 
@@ -324,7 +327,7 @@ class _Joint:
       for a, t, j in zip(self.axes, self.taps, J):
         start[a] = j * t.dilation
         limit[a] = start[a] + (t.out - 1) * t.stride + 1
-        step[a] = t.stride
+        step[a] = t.stride if t.out > 1 else 1  # see _slices
       yield lax.slice(xp, start, limit, step)
 
   def scatter_back(self, g, off):
