@@ -51,13 +51,11 @@ def identity(kind: str, dtype) -> np.ndarray:
   return np.array(-np.inf if kind == "max" else np.inf, dtype)
 
 
-def _mode(t: AxisTaps, need_offsets: bool) -> str:
+def _mode(t: AxisTaps) -> str:
   if t.regular and t.dilation == 1 and t.stride >= t.window:
     return "reshape"
   if t.regular and t.window <= MAX_UNROLL:
     return "slices"
-  if t.regular and not need_offsets:
-    return "reduce_window"
   return "gather"
 
 
@@ -111,13 +109,6 @@ def _reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, mode: str) -> 
   fill = identity(kind, x.dtype)
   if mode == "slices":
     return functools.reduce(_COMBINE[kind], _slices(x, axis, t, fill))
-  if mode == "reduce_window":
-    length = (t.out - 1) * t.stride + t.span
-    xp = _pad_axis(x, axis, t.pad_lo, length - t.size - t.pad_lo, fill)
-    dims, strides, dil = ([1] * x.ndim for _ in range(3))
-    dims[axis], strides[axis], dil[axis] = t.window, t.stride, t.dilation
-    return lax.reduce_window(xp, fill, _COMBINE[kind], dims, strides, "VALID",
-                             window_dilation=dil)
   xw = _stack(x, axis, t, fill, mode)
   if kind == "sum":
     return jnp.sum(xw, axis=axis + 1)
@@ -168,7 +159,7 @@ def _select(e: jax.Array, off: jax.Array, axis: int, t: AxisTaps, mode: str) -> 
 
 
 def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
-                 extras: Sequence[jax.Array] = ()) -> tuple[jax.Array, list[jax.Array]]:
+                 extras: Sequence[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
   """Max/min over the windows, and each of ``extras`` at the first-max position.
 
   ``extras`` must broadcast against ``x`` (they are padded with 0 and never selected
@@ -178,11 +169,10 @@ def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], ki
   for axis, t in reversed(list(zip(axes, taps))):
     if t.identity:
       continue
-    mode = _mode(t, need_offsets=bool(extras))
+    mode = _mode(t)
     y = _reduce_axis(x, axis, t, kind, mode)
-    if extras:
-      off = _first_match(x, y, axis, t, kind, mode)
-      extras = [_select(e, off, axis, t, mode) for e in extras]
+    off = _first_match(x, y, axis, t, kind, mode)
+    extras = [_select(e, off, axis, t, mode) for e in extras]
     x = y
   return x, extras
 
@@ -513,7 +503,7 @@ def select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
                 kind: str) -> jax.Array:
   """Max/min pooling whose gradient sends each window's cotangent to its first max.
 
-  Values come from ``reduce_window``. The VJP (``jax.custom_vjp``) keeps the first-max
+  Values come from :func:`pool_values`. The VJP (``jax.custom_vjp``) keeps the first-max
   offsets of each window as its residual and routes the cotangent with pads, reshapes
   and selects: no scatter, dilation supported (JAX's own max-pool VJP raises there).
   Reverse mode only: ``jax.jvp`` of max/min pooling is not supported.
@@ -530,8 +520,8 @@ def pool_with_indices(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps,
   xs = lax.stop_gradient(x)
   if _joint(taps):
     joint = _Joint(x.ndim, axes, taps)
-    idx = joint.flat_index(joint.first_match(xs, pool_values(xs, axes, taps, "max"), "max"),
-                           spatial)
+    # the values just computed (not a second reduction): the same bits by construction
+    idx = joint.flat_index(joint.first_match(xs, lax.stop_gradient(values), "max"), spatial)
   else:
     _, (idx,) = select_chain(xs, axes, taps, "max", [_iota(x.ndim, axes, spatial)])
   return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)

@@ -15,10 +15,11 @@ from jaxpool import _geometry as geo
 from jaxpool._engine import select_pool, sum_pool
 
 _LOWERING = """
-  Lowering: on every backend (CPU, GPU, TPU) the windows are reduced one spatial axis
-  at a time with pads, reshapes or strided slices and elementwise ops (a 1-D
-  ``reduce_window`` only for overlapping windows wider than 16); nothing is backend
-  specific."""
+  Lowering: the same standard HLO on CPU, GPU and TPU (nothing backend specific), chosen
+  per window geometry at trace time: one ``reduce_window`` (strided, padded windows),
+  fused strided slices or shifted reads (stride 1, unpadded or small windows); max/min
+  gradients are pads, selects and a concatenate (no scatter). Plans were tuned on
+  XLA:CPU (``benchmarks/README.md``)."""
 
 
 def _minmax(fn: str, kind: str, x, window_shape, strides, padding, dilation, ceil_mode,
