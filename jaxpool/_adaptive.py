@@ -24,7 +24,6 @@ from jax.typing import ArrayLike
 from jaxpool import _geometry as geo
 from jaxpool._argmax import indexed_select
 from jaxpool._engine import select_pool, sum_pool
-from jaxpool._window import divide
 
 
 @functools.cache
@@ -89,8 +88,9 @@ def adaptive_avg_pool(x: ArrayLike, output_size, *,
   fn = "adaptive_avg_pool"
   x, lay, taps = _geometry(fn, x, output_size, data_format, "float")
   with jax.named_scope(fn):
-    total = sum_pool(x.astype(geo.accum_dtype(x.dtype)), lay.spatial_axes, taps)
-    return divide(total, lay, taps).astype(x.dtype)
+    rule = (False, None)  # bins never read padding
+    return sum_pool(x.astype(geo.accum_dtype(x.dtype)), lay.spatial_axes, taps,
+                    rule).astype(x.dtype)
 
 
 def adaptive_max_pool(x: ArrayLike, output_size, *,

@@ -187,76 +187,266 @@ def _unpadded(t: AxisTaps) -> bool:
 def _values_plan(taps: Sequence[AxisTaps]) -> str:
   """How to reduce the regular axes, from measurements on XLA:CPU (benchmarks/).
 
-  * stride 1, at most 9 elements: one shifted (padded) read of ``x`` per offset, all
-    fused in one loop, no padded copy (Inception avg 3x3/1 p1: 19 ms vs 32 ms);
-  * unpadded, at most 32 elements: all offsets' strided slices in one loop (VGG 2x2/2:
-    1.8 ms vs 4.2 ms for ``reduce_window``);
+  * at most 9 elements, or strided windows of at most ``JOINT_MAX``: :func:`tiled`
+    strided slices of ``x`` itself, all offsets fused in one loop per tile, the tiles
+    concatenated (ResNet stem 3x3/2 p1: 7.9 ms vs 22 ms for ``reduce_window``; Inception
+    avg 3x3/1 p1: 4.5 ms vs 14 ms for padded shifted reads, which branch per element);
   * stride 1 or unpadded, windows up to 16: separable strided slices, one axis at a
     time (YOLO SPPF 5x5/1: 6.9 ms vs 57 ms; adaptive 56 -> 5, width 12 step 11);
-  * otherwise (strided and padded, or large): one ``reduce_window``, whose padding
-    argument avoids a padded copy (ResNet stem 3x3/2 p1: 17 ms vs 49 ms).
+  * otherwise (large windows): one ``reduce_window`` per axis, last axis first
+    (k=28 global-as-window max: 2.0 ms vs 2.9 ms for one joint ``reduce_window``).
   """
   size = math.prod(t.window for t in taps)
-  if all(t.stride == 1 for t in taps) and size <= 9:
-    return "shift"
-  if all(_unpadded(t) for t in taps) and size <= JOINT_MAX:
-    return "joint"
+  small = size <= 9 or (size <= JOINT_MAX and any(t.stride > 1 for t in taps))
+  if small and size * _tile_count(taps) <= TILED_MAX:
+    return "tiles"
   if all(t.window <= MAX_UNROLL and (t.stride == 1 or _unpadded(t)) for t in taps):
     return "separable"
   return "reduce_window"
 
 
+TILED_MAX = 128  # slices per tiled program (tiles x window elements): bounds compile time
+
+
+def _tile_count(taps: Sequence[AxisTaps]) -> int:
+  return math.prod(len(_segments(t)) for t in taps)
+
+
+def _segments(t: AxisTaps) -> list[tuple[int, int, AxisTaps]]:
+  """Split one axis's outputs into a padded head, an interior and a padded tail.
+
+  Each segment is ``(lo, hi, taps)``: the input range ``[lo, hi)`` its windows read and
+  the taps of the segment as a pooling of that range. The interior's windows lie wholly
+  inside the input, so its taps have no padding at all.
+  """
+  s, p, span = t.stride, t.pad_lo, t.span
+  a = min(-(-p // s), t.out)                                   # first unpadded output
+  b = min(t.out, (t.size - span + p) // s + 1) if t.size - span + p >= 0 else a
+  b = max(a, b)
+  segments = []
+  for o0, o1 in ((0, a), (a, b), (b, t.out)):
+    if o1 > o0:
+      lo = min(max(0, o0 * s - p), t.size)
+      hi = max(lo, min(t.size, (o1 - 1) * s - p + span))
+      segments.append((lo, hi, AxisTaps(hi - lo, o1 - o0, t.window, s, t.dilation,
+                                        max(0, p - o0 * s))))
+  return segments
+
+
+def tiled(x, axes: Sequence[int], taps: Sequence[AxisTaps], fn) -> jax.Array:
+  """``fn(x_tile, taps_tile)`` on each tile of the output grid, concatenated.
+
+  ``x`` may be a list of arrays with the same extents along ``axes``: each is tiled
+  alike and ``fn`` gets the list of tiles.
+
+  Per axis the outputs split into up to three :func:`_segments`; a tile is one segment
+  per axis. Only border tiles pad (a few rows of ``x``); the interior reads ``x``
+  itself. XLA:CPU emits a per-element branch for every padded read, which kept padded
+  shifted reads 3x slower than this on Inception avg 3x3/1 p1.
+  """
+  segments = [_segments(t) for t in taps]
+
+  def build(i, xc, cur):
+    if i == len(axes):
+      return fn(xc, tuple(cur))
+    parts = [build(i + 1, _slice_all(xc, lo, hi, axes[i]), cur + [st])
+             for lo, hi, st in segments[i]]
+    return parts[0] if len(parts) == 1 else lax.concatenate(parts, axes[i])
+
+  return build(0, x, [])
+
+
+def _slice_all(x, lo: int, hi: int, axis: int):
+  if isinstance(x, list):
+    return [lax.slice_in_dim(v, lo, hi, axis=axis) for v in x]
+  return lax.slice_in_dim(x, lo, hi, axis=axis)
+
+
+def _compute_dtype(dtype, kind: str):
+  """XLA:CPU is slow on 16-bit arithmetic: max/min of float16/bfloat16 run in float32
+  (exact, and 1.7-8x faster); sums are promoted by their callers already."""
+  dtype = np.dtype(dtype)
+  if kind != "sum" and jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+    return np.dtype(np.float32)
+  return dtype
+
+
 def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
                 kind: str) -> jax.Array:
   """Max/min/sum over the windows of the regular axes, then each irregular axis."""
+  dtype = x.dtype
+  x = x.astype(_compute_dtype(dtype, kind))
   fill = identity(kind, x.dtype)
   regular = [(a, t) for a, t in zip(axes, taps) if t.regular and not t.identity]
   plan = _values_plan([t for _, t in regular]) if regular else None
-  if plan == "shift":
-    terms = []
-    for J in itertools.product(*[range(t.window) for _, t in regular]):
-      config = [(0, 0, 0)] * x.ndim
-      for (a, t), j in zip(regular, J):
-        low = t.pad_lo - j * t.dilation
-        config[a] = (low, t.out - t.size - low, 0)
-      terms.append(lax.pad(x, fill, config))
-    x = functools.reduce(_COMBINE[kind], terms)
+  ra = tuple(a for a, _ in regular)
+  if plan == "tiles":
+    def tile(xt, tt):
+      return functools.reduce(_COMBINE[kind], _Joint(xt.ndim, ra, tt).slices(xt, fill))
+    x = tiled(x, ra, [t for _, t in regular], tile)
   elif plan == "separable":
     for a, t in reversed(regular):
       x = _reduce_axis(x, a, t, kind, "slices")
-  elif plan == "joint":
-    joint = _Joint(x.ndim, [a for a, _ in regular], [t for _, t in regular])
-    x = functools.reduce(_COMBINE[kind], joint.slices(x, fill))
   elif plan == "reduce_window":
-    low = x.dtype.itemsize < 4 and kind != "sum"  # XLA:CPU's 16-bit reduce_window is slow
-    xr = x.astype(np.float32) if low else x
-    dims, strides, dil = ([1] * x.ndim for _ in range(3))
-    pads = [(0, 0)] * x.ndim
-    for a, t in regular:
+    for a, t in reversed(regular):
+      dims, strides, dil = ([1] * x.ndim for _ in range(3))
+      pads = [(0, 0)] * x.ndim
       dims[a], strides[a], dil[a] = t.window, t.stride, t.dilation
       hi = (t.out - 1) * t.stride + t.span - t.size - t.pad_lo
       pads[a] = (t.pad_lo, max(hi, 0))  # hi < 0: trailing inputs unused, output cropped below
-    xr = lax.reduce_window(xr, identity(kind, xr.dtype), _COMBINE[kind], dims, strides, pads,
-                           window_dilation=dil)
-    limits = list(xr.shape)
-    for a, t in regular:
-      limits[a] = t.out
-    if limits != list(xr.shape):
-      xr = lax.slice(xr, [0] * xr.ndim, limits)
-    x = xr.astype(x.dtype) if low else xr
+      x = lax.reduce_window(x, fill, _COMBINE[kind], dims, strides, pads, window_dilation=dil)
+      if x.shape[a] != t.out:
+        x = lax.slice_in_dim(x, 0, t.out, axis=a)
   for a, t in zip(axes, taps):
     if not t.regular:
       x = _reduce_axis(x, a, t, kind, "gather")
-  return x
+  return x.astype(dtype)
 
 
-def sum_pool(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps]) -> jax.Array:
-  """Sum over the windows (padding contributes 0).
+def divisor(ndim: int, axes: Sequence[int], taps: Sequence[AxisTaps], include_pad: bool,
+            override: int | None) -> int | jax.Array:
+  """The avg-pool divisor of each window (PyTorch's rule): an int when it is uniform,
+  else an int32 array over the output grid, the product of per-axis counts computed
+  from iotas in the graph (a constant divisor array measured 4x slower on CPU)."""
+  if override is not None:
+    return int(override)
+  counts = [t.count(include_pad) for t in taps]
+  if all((c == c[0]).all() for c in counts):
+    return math.prod(int(c[0]) for c in counts)
+  result = np.int32(1)
+  for a, t, c in zip(axes, taps, counts):
+    if not (c == c[0]).all():
+      shape = [1] * ndim
+      shape[a] = t.out
+      result = result * t.count_of(lax.broadcasted_iota(jnp.int32, shape, a), include_pad)
+    else:
+      result = result * np.int32(c[0])
+  return result
 
-  Differentiated by JAX's own transposition (pads and slices): it keeps forward mode,
-  and a hand-written phase-plane VJP measured no faster for sums.
+
+def _divide(total: jax.Array, d: int | jax.Array) -> jax.Array:
+  return total / (np.array(d, total.dtype) if isinstance(d, int) else d.astype(total.dtype))
+
+
+def sum_pool(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
+             rule: tuple[bool, int | None] | None = None) -> jax.Array:
+  """Sum over the windows (padding contributes 0), divided by :func:`divisor` when
+  ``rule = (include_pad, override)`` is given (average pooling).
+
+  With regular windows the derivative is a ``jax.custom_jvp`` whose tangent map is
+  the transpose of :func:`_sum_pool_transpose`: reverse mode transposes it back into
+  that function, a tiled pool of the cotangent with the divisor applied per tap
+  (Inception avg 3x3/1 p1 backward: 2.5 ms vs 25 ms for JAX's transpose of the
+  tiles, whose padded slices branch per element, and vs 17 ms with the divided
+  cotangent materialized first; ResNet-stem-shaped avg 3x3/2 p1: 39 ms vs 94 ms).
+  Forward mode and ``vmap`` work as for any JAX function; higher derivatives too, the
+  tangent map being linear. Unpadded strided windows (VGG 2x2/2, AlexNet's adaptive
+  13 -> 6) keep JAX's transpose, which measured faster there (2.0 ms vs 3.5 ms).
   """
-  return pool_values(x, axes, taps, "sum")
+  axes, taps = tuple(axes), tuple(taps)
+  strided = all(t.stride > 1 and _unpadded(t) for t in taps if not t.identity)
+  if all(t.regular for t in taps) and not strided:
+    return _mean_pool(x, axes, taps, rule)
+  total = pool_values(x, axes, taps, "sum")
+  return total if rule is None else _divide(total, divisor(x.ndim, axes, taps, *rule))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _mean_pool(x, axes, taps, rule):
+  total = pool_values(x, axes, taps, "sum")
+  return total if rule is None else _divide(total, divisor(x.ndim, axes, taps, *rule))
+
+
+@_mean_pool.defjvp
+def _mean_pool_jvp(axes, taps, rule, primals, tangents):
+  (x,), (t,) = primals, tangents
+  y = _mean_pool(x, axes, taps, rule)
+  back = functools.partial(_sum_pool_transpose, axes=axes, taps=taps, rule=rule)
+  return y, jax.linear_transpose(back, jax.ShapeDtypeStruct(y.shape, y.dtype))(t)[0]
+
+
+def _transpose_taps(t: AxisTaps, r: int) -> tuple[int, AxisTaps] | None:
+  """The windows that land on input phase ``r`` (positions ``m*stride + r``).
+
+  Offset ``j`` of output ``o`` lands on ``p = o*stride - pad_lo + j*dilation``; on phase
+  ``r`` that is block ``m = o - c_j`` with ``c_j = (r + pad_lo - j*dilation) / stride``
+  for the ``j`` that divide evenly. Those ``j`` are evenly spaced, so phase ``r`` is a
+  regular stride-1 window over the cotangent: ``(skip, taps)`` where the first ``skip``
+  cotangent entries are never read. ``None`` when no offset lands on the phase.
+  """
+  s, d, p = t.stride, t.dilation, t.pad_lo
+  js = [j for j in range(t.window) if (r + p - j * d) % s == 0]
+  if not js:
+    return None
+  c_first, c_last = ((r + p - j * d) // s for j in (js[0], js[-1]))
+  dil = 1 if len(js) == 1 else (c_first - c_last) // (len(js) - 1)
+  skip = min(max(c_last, 0), t.out)
+  return skip, AxisTaps(t.out - skip, -(-t.size // s), len(js), 1, dil, skip - c_last)
+
+
+def _sum_pool_transpose(g: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
+                        rule) -> jax.Array:
+  """Transpose of :func:`sum_pool`: per stride phase a pool of ``g``, interleaved.
+
+  The divisor is read per tap next to ``g`` (padded with 1), so no divided copy of
+  ``g`` is materialized.
+  """
+  d = 1 if rule is None else divisor(g.ndim, axes, taps, *rule)
+  grid = [1] * g.ndim
+  for a, t in zip(axes, taps):
+    grid[a] = t.out
+  d = None if isinstance(d, int) and d == 1 else jnp.broadcast_to(
+      jnp.asarray(d, jnp.int32), grid).astype(g.dtype)
+  blocks = [-(-t.size // t.stride) for t in taps]
+  shape = list(g.shape)
+  for a, nb in zip(axes, blocks):
+    shape[a] = nb
+  planes = {}
+  for R in itertools.product(*[range(t.stride) for t in taps]):
+    parts = [_transpose_taps(t, r) for t, r in zip(taps, R)]
+    if any(part is None or part[1].size == 0 for part in parts):
+      planes[R] = jnp.zeros(shape, g.dtype)
+      continue
+    arrays = [g] if d is None else [g, d]
+    for a, (skip, _) in zip(axes, parts):
+      if skip:
+        arrays = [lax.slice_in_dim(v, skip, v.shape[a], axis=a) for v in arrays]
+    planes[R] = _divided_sum(arrays, axes, tuple(tp for _, tp in parts))
+  for i in reversed(range(len(axes))):  # axis a's phase goes right after its block axis
+    if taps[i].stride == 1:
+      planes = {R[:i]: v for R, v in planes.items()}
+      continue
+    groups: dict[tuple[int, ...], list] = {}
+    for R in sorted(planes):
+      groups.setdefault(R[:i], []).append(planes[R])
+    planes = {R: jnp.stack(v, axis=axes[i] + 1) for R, v in groups.items()}
+  dx = planes[()]
+  merged = list(g.shape)
+  for a, nb, t in zip(axes, blocks, taps):
+    merged[a] = nb * t.stride
+  dx = dx.reshape(merged)
+  limits = list(merged)
+  for a, t in zip(axes, taps):
+    limits[a] = t.size
+  return lax.slice(dx, [0] * dx.ndim, limits) if limits != merged else dx
+
+
+def _divided_sum(arrays, axes, taps) -> jax.Array:
+  """Window sums of ``g / d`` for ``arrays = [g]`` or ``[g, d]`` (``d`` over ``g``'s grid).
+
+  Small windows read ``d`` per tap in the tiles; larger ones divide once, then pool."""
+  if len(arrays) == 2 and math.prod(t.window for t in taps) * _tile_count(taps) > TILED_MAX:
+    arrays = [arrays[0] / arrays[1]]  # large windows: one divided copy, then any plan
+  if len(arrays) == 1:
+    return pool_values(arrays[0], axes, taps, "sum")
+  zero, one = np.zeros((), arrays[0].dtype), np.ones((), arrays[0].dtype)
+
+  def tile(parts, tt):
+    joint = _Joint(parts[0].ndim, axes, tt)
+    terms = [a / b for a, b in zip(joint.slices(parts[0], zero), joint.slices(parts[1], one))]
+    return functools.reduce(lax.add, terms)
+
+  return tiled(arrays, axes, taps, tile)
 
 
 # ----------------------------------------------------------------------------- joint windows

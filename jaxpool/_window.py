@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
@@ -143,32 +142,8 @@ def avg_pool(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *, dila
       raise ValueError(f"{fn}: divisor_override must be > 0, got {divisor_override!r}.")
   acc = geo.accum_dtype(x.dtype)
   with jax.named_scope(fn):
-    total = sum_pool(x.astype(acc), lay.spatial_axes, taps)
-    return divide(total, lay, taps, include, divisor_override).astype(x.dtype)
-
-
-def divide(total: jax.Array, lay: geo.Layout, taps, include_pad: bool = False,
-           override: int | None = None) -> jax.Array:
-  """``total`` over the avg-pool divisor of each window (PyTorch's rule).
-
-  A scalar when the divisor is uniform; otherwise the product of per-axis counts,
-  computed from iotas in the graph (no constant array).
-  """
-  if override is not None:
-    return total / np.array(override, total.dtype)
-  counts = [t.count(include_pad) for t in taps]
-  if all((c == c[0]).all() for c in counts):
-    return total / np.array(math.prod(int(c[0]) for c in counts), total.dtype)
-  divisor = None
-  for a, t, c in zip(lay.spatial_axes, taps, counts):
-    if (c == c[0]).all():
-      factor = np.int32(c[0])
-    else:
-      shape = [1] * total.ndim
-      shape[a] = t.out
-      factor = t.count_of(lax.broadcasted_iota(jnp.int32, shape, a), include_pad)
-    divisor = factor if divisor is None else divisor * factor
-  return total / divisor.astype(total.dtype)
+    rule = (include, divisor_override)
+    return sum_pool(x.astype(acc), lay.spatial_axes, taps, rule).astype(x.dtype)
 
 
 def lp_pool(x: ArrayLike, p: float, window_shape, strides=None, padding: Any = 0, *,
