@@ -35,9 +35,12 @@ class SegNet(nn.Module):
     x = nn.relu(nn.Conv(32, (3, 3))(x))
     size1 = x.shape[1:3]
     x, idx2 = pool.MaxPoolWithIndices((2, 2))(x)            # 4x4 -> 2x2
-    x = pool.MaxUnpool((2, 2))(x, idx2, output_size=size1)  # back to 4x4, maxima in place
+    # indices_in_window: these indices come from the same 2x2 pooling, so the unpool
+    # can skip the scatter (a compare-and-select per window)
+    unpool = pool.MaxUnpool((2, 2), indices_in_window=True)
+    x = unpool(x, idx2, output_size=size1)                   # back to 4x4, maxima in place
     x = nn.relu(nn.Conv(16, (3, 3))(x))
-    x = pool.MaxUnpool((2, 2))(x, idx1, output_size=size0)  # back to 8x8
+    x = unpool(x, idx1, output_size=size0)                   # back to 8x8
     return nn.sigmoid(nn.Conv(1, (3, 3))(x))
 
 

@@ -57,9 +57,48 @@ def _unpool_bwd(m, flat_axis, idx, g):
 _unpool_flat.defvjp(_unpool_fwd, _unpool_bwd)
 
 
+def _unpool_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
+                      window: tuple[int, ...], stride: tuple[int, ...],
+                      pads: tuple[tuple[int, int], ...], size: tuple[int, ...]) -> jax.Array:
+  """Scatter-free unpooling for non-overlapping windows (``stride >= window``).
+
+  Each value may only land in its own window, so the output, viewed as windows
+  ``(..., n_0, stride_0, n_1, stride_1, ...)``, is one compare-and-select against the
+  static flat index of every window position, then a reshape and a pad (or crop) to
+  ``size``. Indices outside their window match nothing and are dropped. Plain
+  element-wise HLO on every backend; its gradient is JAX's transpose (a masked sum).
+  """
+  strides_flat = geo.row_major_strides(size)
+  cand = np.zeros((), np.int64)
+  valid = np.ones((), bool)
+  for n, k, s, (lo, _), st in zip(np.take(v.shape, axes), window, stride, pads, strides_flat):
+    j = np.arange(s)
+    q = np.arange(n)[:, None] * s - lo + j[None, :]          # (n, stride) positions
+    cand = np.add.outer(cand, q * st)
+    valid = np.logical_and.outer(valid, np.broadcast_to(j < k, q.shape))
+  cand = np.clip(cand, -2**31, 2**31 - 1).astype(np.int32)  # out-of-range rows are cropped
+  expanded = tuple(a + i + 1 for i, a in enumerate(axes))
+  grid = [1] * (v.ndim + len(axes))
+  for i, a in enumerate(axes):
+    grid[a + i], grid[a + i + 1] = cand.shape[2 * i], cand.shape[2 * i + 1]
+  hit = jnp.expand_dims(idx, expanded) == cand.reshape(grid)
+  if not valid.all():
+    hit = hit & valid.reshape(grid)
+  zero = np.zeros((), v.dtype)
+  out = jnp.where(hit, jnp.expand_dims(v, expanded), zero)
+  merged = list(v.shape)
+  for a, s in zip(axes, stride):
+    merged[a] *= s
+  out = out.reshape(merged)
+  config = [(0, 0, 0)] * v.ndim
+  for a, (lo, _), n in zip(axes, pads, size):
+    config[a] = (-lo, n - (merged[a] - lo), 0)
+  return jax.lax.pad(out, zero, config)
+
+
 def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None,
-               padding: Any = 0, *, output_size=None,
-               data_format: str = "channels_last") -> jax.Array:
+               padding: Any = 0, *, output_size=None, data_format: str = "channels_last",
+               indices_in_window: bool = False) -> jax.Array:
   """Inverse of max pooling: scatter ``values`` into zeros at ``indices``.
 
   Shapes: ``values`` and ``indices`` are ``(*batch, *spatial_in, C)`` (or
@@ -76,6 +115,14 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
     output_size: ``d`` ints (spatial only) that override the default; each must lie
       strictly within ``default - stride`` and ``default + stride`` (PyTorch's rule).
     data_format: ``"channels_last"`` (default) or ``"channels_first"``.
+    indices_in_window: promise that every index lies in the pooling window of its own
+      value, as all indices from max pooling with the same ``window_shape``,
+      ``strides`` and ``padding`` do (jaxpool's or PyTorch's) when ``output_size`` is
+      the pooled input's spatial size. For non-overlapping
+      windows (``strides >= window_shape``, e.g. SegNet's 2x2/2) this selects a
+      scatter-free lowering, 2-3x faster than the scatter on CPU; an index outside its
+      window is then dropped instead of written. Overlapping windows use the scatter
+      either way. Default ``False``: plain scatter semantics.
 
   Returns:
     The unpooled array, the dtype of ``values``. Where several values share an index,
@@ -88,7 +135,8 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
     ValueError, TypeError: bad arguments or mismatched shapes.
 
   Lowering: one scatter (forward) and one gather (backward) whose batch and channel axes
-  are batching dimensions, on CPU, GPU and TPU alike.
+  are batching dimensions, on CPU, GPU and TPU alike; with ``indices_in_window`` and
+  non-overlapping windows, one fused compare-and-select, a reshape and a pad instead.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -133,6 +181,11 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
             f"{fn}: output_size={tuple(size)} is out of range on spatial dim {i}: must be "
             f"strictly between {dflt - s} and {dflt + s} (default {dflt}, stride {s}).")
   m = geo.spatial_volume(fn, size)
+  in_window = geo.check_bool(fn, "indices_in_window", indices_in_window)
+  if in_window and all(s >= k for s, k in zip(stride, window)):
+    with jax.named_scope(fn):
+      return _unpool_in_window(values, indices.astype(np.int32), lay.spatial_axes, window,
+                               stride, pads, tuple(size))
   # Flatten the spatial dims (contiguous in both layouts) into one axis.
   first = lay.spatial_axes[0]
   flat_shape = values.shape[:first] + (math.prod(spatial_in),) + values.shape[first + d:]

@@ -112,6 +112,7 @@ class MaxUnpool(nn.Module):
   padding: Any = 0
   output_size: Sequence[int] | None = None
   data_format: str = "channels_last"
+  indices_in_window: bool = False
 
   def __call__(self, values: jax.Array, indices: jax.Array,
                output_size: Sequence[int] | None = None) -> jax.Array:

@@ -117,11 +117,12 @@ class MaxUnpool(_Pool):
   overrides the constructor's.
   """
 
-  _arg_names = ("window_shape", "strides", "padding", "output_size", "data_format")
+  _arg_names = ("window_shape", "strides", "padding", "output_size", "data_format",
+                "indices_in_window")
 
   def __init__(self, window_shape: Sequence[int], strides: Ints | None = None,
                padding: Any = 0, *, output_size: Sequence[int] | None = None,
-               data_format: str = "channels_last"):
+               data_format: str = "channels_last", indices_in_window: bool = False):
     self._set(locals())
 
   def __call__(self, values: jax.Array, indices: jax.Array,

@@ -27,9 +27,9 @@ COLLECTIVES = re.compile(r"all-gather|all-reduce|collective-permute|all-to-all|r
 
 
 
-def _unpool(x):
+def _unpool(x, **kw):
   v, i = jaxpool.max_pool_with_indices(x, (2, 2))
-  return jaxpool.max_unpool(v, i, (2, 2))
+  return jaxpool.max_unpool(v, i, (2, 2), **kw)
 
 
 FUNCTIONS = {
@@ -40,6 +40,7 @@ FUNCTIONS = {
     "lp_pool": (lambda x: jaxpool.lp_pool(jnp.abs(x) + 1, 2.0, (2, 2)), True),
     "max_pool_with_indices": (lambda x: jaxpool.max_pool_with_indices(x, (2, 2)), False),
     "max_unpool": (_unpool, True),
+    "max_unpool_in_window": (lambda x: _unpool(x, indices_in_window=True), True),
     "adaptive_avg_pool": (lambda x: jaxpool.adaptive_avg_pool(x, (5, 7)), True),
     "adaptive_max_pool": (lambda x: jaxpool.adaptive_max_pool(x, (5, 7)), True),
     "adaptive_max_pool_with_indices": (

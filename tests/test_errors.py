@@ -86,6 +86,9 @@ CASES = {
         lambda: jaxpool.max_unpool(X[:, :4, :4], IDX, (2, 2), output_size=(10, 8)), ValueError,
         r"output_size=\(10, 8\) is out of range on spatial dim 0: must be strictly between 6 "
         r"and 10"),
+    "unpool_in_window": (
+        lambda: jaxpool.max_unpool(X[:, :4, :4], IDX, (2, 2), indices_in_window="yes"),
+        TypeError, r"indices_in_window must be a bool, got 'yes'"),
     "unpool_output_size_len": (
         lambda: jaxpool.max_unpool(X[:, :4, :4], IDX, (2, 2), output_size=(2, 8, 8, 3)),
         ValueError, r"output_size must have 2 entries \(spatial dims only\)"),

@@ -92,6 +92,73 @@ def test_round_trip_keeps_window_maxima(rng, case, data_format):
   # every nonzero is an input element at the same place
   nz = got != 0
   np.testing.assert_array_equal(got[nz], x[nz])
+  # the promise holds for these indices: the scatter-free lowering gives the same array
+  fast = jaxpool.max_unpool(v, i, output_size=case[0], data_format=data_format,
+                            indices_in_window=True, **kw)
+  np.testing.assert_array_equal(from_layout(fast, data_format), want)
+
+
+def _in_window_reference(values, indices, window, stride, pads, size):
+  """Scatter, keeping only indices inside their own window (NumPy loops)."""
+  values, indices = np.asarray(values), np.asarray(indices).copy()
+  spatial = values.shape[2:]
+  strides_flat = np.cumprod((1,) + tuple(size[::-1]))[:-1][::-1]
+  for pos in np.ndindex(*spatial):
+    lo = [o * s - p for o, s, (p, _) in zip(pos, stride, pads)]
+    idx = indices[(slice(None), slice(None)) + pos]
+    coords = [(idx // st) % n for st, n in zip(strides_flat, size)]
+    inside = (idx >= 0) & (idx < np.prod(size))
+    for q, a, k in zip(coords, lo, window):
+      inside &= (q >= a) & (q < a + k)
+    idx[~inside] = -1
+    indices[(slice(None), slice(None)) + pos] = idx
+  return ref.max_unpool(values, indices, size)
+
+
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("geometry", [
+    ((8,), (2,), (2,), ((0, 0),)),
+    ((7, 9), (2, 3), (2, 3), ((1, 0), (0, 1))),
+    ((9, 8), (2, 2), (3, 2), ((0, 0), (0, 0))),      # stride > window: gaps
+    ((4, 6, 5), (2, 2, 1), (2, 2, 2), ((0, 0), (1, 1), (0, 0))),
+], ids=["1d", "2d-pad", "2d-gap", "3d"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_unpool_in_window(rng, data_format, geometry, dtype):
+  size, window, stride, pads = geometry
+  x = (rng.standard_normal((2, 3) + size) * 50).astype(dtype)
+  kw = dict(window_shape=window, strides=stride, padding=pads)
+  v, i = jaxpool.max_pool_with_indices(to_layout(x, data_format), data_format=data_format, **kw)
+  scatter = jaxpool.max_unpool(v, i, output_size=size, data_format=data_format, **kw)
+  f = jax.jit(lambda a, b: jaxpool.max_unpool(a, b, output_size=size, data_format=data_format,
+                                              indices_in_window=True, **kw))
+  fast = f(v, i)
+  assert fast.dtype == dtype
+  np.testing.assert_array_equal(fast, scatter)
+  # indices outside their own window (or out of range) are dropped
+  bad = from_layout(i, data_format).copy()
+  bad.reshape(-1)[::3] += 1
+  bad.reshape(-1)[::7] = -1
+  vv = from_layout(v, data_format)
+  got = from_layout(f(v, to_layout(bad, data_format)), data_format)
+  np.testing.assert_array_equal(got, _in_window_reference(vv, bad, window, stride, pads, size))
+  if dtype == np.float32:  # the gradient gathers at the kept indices, like the scatter's
+    g = randn(rng, scatter.shape)
+    ga = jax.grad(lambda a: jnp.sum(jaxpool.max_unpool(
+        a, i, output_size=size, data_format=data_format, **kw) * g))(v)
+    gb = jax.grad(lambda a: jnp.sum(f(a, i) * g))(v)
+    np.testing.assert_array_equal(ga, gb)
+
+
+def test_unpool_in_window_overlapping_windows_scatter(rng):
+  """Overlapping windows keep the scatter even with the promise: same result."""
+  x = randn(rng, (2, 7, 7, 3))
+  v, i = jaxpool.max_pool_with_indices(x, (3, 3), 2, 1)
+  bad = np.asarray(i).copy()
+  bad[0, 0, 0, 0] = 48  # far outside its window: still written by the scatter
+  want = jaxpool.max_unpool(v, bad, (3, 3), 2, 1, output_size=(7, 7))
+  got = jaxpool.max_unpool(v, bad, (3, 3), 2, 1, output_size=(7, 7), indices_in_window=True)
+  np.testing.assert_array_equal(got, want)
+  assert got[0, 6, 6, 0] == v[0, 0, 0, 0]
 
 
 @pytest.mark.parametrize("data_format", LAYOUTS)

@@ -70,6 +70,9 @@ def test_unpool_modules(rng):
   chex.assert_trees_all_equal(L.MaxUnpool((2, 2), output_size=(9, 9)).apply({}, v, i), want)
   chex.assert_trees_all_equal(N.MaxUnpool((2, 2))(v, i, output_size=(9, 9)), want)
   chex.assert_trees_all_equal(N.MaxUnpool((2, 2), output_size=[9, 9])(v, i), want)
+  fast = dict(output_size=(9, 9), indices_in_window=True)
+  chex.assert_trees_all_equal(L.MaxUnpool((2, 2), **fast).apply({}, v, i), want)
+  chex.assert_trees_all_equal(N.MaxUnpool((2, 2), **fast)(v, i), want)
 
 
 def test_module_attributes_are_the_function_arguments():

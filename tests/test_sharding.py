@@ -20,12 +20,12 @@ def results():
 
 def test_every_function_and_layout_checked(results):
   fns = {r["fn"] for r in results}
-  assert len(fns) == 13 and len(results) == 38
+  assert len(fns) == 14 and len(results) == 41
 
 
 def test_batch_and_channel_sharding_needs_no_collectives(results):
   strict = [r for r in results if r["expect_no_collectives"]]
-  assert len(strict) == 25
+  assert len(strict) == 27
   assert [r for r in strict if r["collectives"]] == []
 
 
