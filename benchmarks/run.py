@@ -114,6 +114,12 @@ def cases() -> list[Case]:
            t(lambda x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2)),
            backward=True),
       _unpool_only_case(torch),
+      _unpool_only_case(torch, indices_in_window=True),
+      Case("segnet_pool_unpool_in_window_2x2", (16, 128, 128, 64),
+           lambda x: jaxpool.max_unpool(*jaxpool.max_pool_with_indices(x, (2, 2)), (2, 2),
+                                        indices_in_window=True), None,
+           t(lambda x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2)),
+           backward=True),
       Case("video_max3d_1x3x3_s1x2x2", (4, 16, 56, 56, 64),
            lambda x: jaxpool.max_pool(x, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
            lambda x: nn.max_pool(x, (1, 3, 3), (1, 2, 2), ((0, 0), (1, 1), (1, 1))),
@@ -134,7 +140,7 @@ def cases() -> list[Case]:
   return out
 
 
-def _unpool_only_case(torch) -> Case:
+def _unpool_only_case(torch, indices_in_window: bool = False) -> Case:
   """max_unpool alone, on indices of a real 2x2 max pooling (SegNet decoder)."""
   x = np.random.default_rng(1).standard_normal((16, 128, 128, 64), dtype=np.float32)
   _, idx = jax.jit(lambda v: jaxpool.max_pool_with_indices(v, (2, 2)))(x)
@@ -142,8 +148,10 @@ def _unpool_only_case(torch) -> Case:
   if torch is not None:
     tidx = torch.from_numpy(np.moveaxis(np.asarray(idx), -1, 1).astype(np.int64).copy())
     tidx = tidx.contiguous(memory_format=torch.channels_last)
-  return Case("segnet_unpool_only_2x2", (16, 64, 64, 64),
-              lambda v: jaxpool.max_unpool(v, idx, (2, 2)), None,
+  name = "segnet_unpool_in_window_2x2" if indices_in_window else "segnet_unpool_only_2x2"
+  return Case(name, (16, 64, 64, 64),
+              lambda v: jaxpool.max_unpool(v, idx, (2, 2), indices_in_window=indices_in_window),
+              None,
               (lambda v: torch.nn.functional.max_unpool2d(v, tidx, 2)) if torch else None)
 
 

@@ -5,8 +5,12 @@ each output position reads, per spatial axis) and emits standard HLO only (pad, 
 reshape, select, reduce, reduce_window, one static gather for irregular adaptive bins):
 the same program runs on CPU, GPU and TPU; plans were tuned on XLA:CPU.
 
-Values (:func:`pool_values`): a per-geometry plan (:func:`_values_plan`): shifted reads,
-strided slices (all offsets at once or one axis at a time) or one ``reduce_window``.
+Values (:func:`pool_values`): a per-geometry plan (:func:`_values_plan`): strided slices
+of the input per :func:`tiled` tile (all offsets at once), separable slices (one axis
+at a time) or one ``reduce_window`` per axis. Sums (:func:`sum_pool`) differentiate
+into a tiled pool of the cotangent (a ``jax.custom_jvp`` whose tangent map transposes
+into it). The entry points are jitted with static geometry, so an eager call runs one
+compiled program instead of dispatching each slice.
 
 Max/min selection is row-major first-max (PyTorch's rule), found in one of two ways:
 
@@ -328,6 +332,7 @@ def _divide(total: jax.Array, d: int | jax.Array) -> jax.Array:
   return total / (np.array(d, total.dtype) if isinstance(d, int) else d.astype(total.dtype))
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def sum_pool(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
              rule: tuple[bool, int | None] | None = None) -> jax.Array:
   """Sum over the windows (padding contributes 0), divided by :func:`divisor` when
@@ -689,6 +694,7 @@ def _input_shape(out_shape, axes, taps):
 _select_pool.defvjp(_select_pool_fwd, _select_pool_bwd)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
                 kind: str) -> jax.Array:
   """Max/min pooling whose gradient sends each window's cotangent to its first max.
@@ -703,6 +709,7 @@ def select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
   return pool_values(x, axes, taps, kind)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def pool_with_indices(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
                       spatial: Sequence[int]) -> tuple[jax.Array, jax.Array]:
   """Differentiable max values and int32 flat indices of the first maxima."""

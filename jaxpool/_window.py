@@ -15,10 +15,13 @@ from jaxpool._engine import select_pool, sum_pool
 
 _LOWERING = """
   Lowering: the same standard HLO on CPU, GPU and TPU (nothing backend specific), chosen
-  per window geometry at trace time: one ``reduce_window`` (strided, padded windows),
-  fused strided slices or shifted reads (stride 1, unpadded or small windows); max/min
-  gradients are pads, selects and a concatenate (no scatter). Plans were tuned on
-  XLA:CPU (``benchmarks/README.md``)."""
+  per window geometry at trace time: small windows as strided slices of the input fused
+  in one loop per tile (padded border tiles, an unpadded interior, concatenated);
+  larger stride-1 or unpadded windows as separable slices; large windows as one
+  ``reduce_window`` per axis. Max/min of float16/bfloat16 run in float32 (exact).
+  Max/min gradients are pads, selects and a concatenate (no scatter); the avg/lp
+  gradient is a tiled pool of the cotangent. Plans were tuned on XLA:CPU
+  (``benchmarks/README.md``)."""
 
 
 def _minmax(fn: str, kind: str, x, window_shape, strides, padding, dilation, ceil_mode,
