@@ -1,6 +1,6 @@
 """jaxpool vs flax.linen (or plain JAX) vs PyTorch on real-model pooling shapes.
 
-    python -m benchmarks.run [--quick] [--only NAME ...] [--repeats N]
+    python -m benchmarks.run [--quick] [--only NAME ...] [--repeats N] [--rounds K]
 
 For each case: compile first, then time the contenders interleaved in one process
 (call order rotated every round), report medians, the jaxpool/PyTorch and
@@ -209,57 +209,69 @@ def _time(f, args, sync) -> float:
   return time.perf_counter() - start
 
 
-def run_case(case: Case, repeats: int, rng: np.random.Generator) -> dict:
-  torch = _torch()
-  dtype = jnp.bfloat16 if case.dtype == "bfloat16" else jnp.float32
-  x = jnp.asarray(rng.standard_normal(case.shape, dtype=np.float32), dtype)
-  fns = {"jaxpool": case.jaxpool, "flax": case.flax}
-  contenders, args = {}, {}
-  out_shape = jax.eval_shape(lambda v: _first(case.jaxpool(v)), x)
-  g = jnp.asarray(rng.standard_normal(out_shape.shape, dtype=np.float32), dtype)
-  jax_args = (x, g) if case.backward else (x,)
-  compile_s, temp_ratio = None, None
-  for name, fn in fns.items():
-    if fn is None:
-      continue
-    if case.backward and name == "flax" and "segnet" in case.name:
-      continue
-    f = _jax_callable((lambda v, fn=fn: _first(fn(v))) if case.backward else fn, case.backward)
-    if name == "jaxpool":
-      start = time.perf_counter()
-      compiled = f.lower(*jax_args).compile()
-      compile_s = time.perf_counter() - start
-      mem = compiled.memory_analysis()
-      if mem is not None:
-        temp_ratio = mem.temp_size_in_bytes / x.nbytes
-    try:
-      jax.block_until_ready(f(*jax_args))
-    except NotImplementedError as e:  # e.g. JAX's max-pool VJP with dilation
-      print(f"  {name}: {e}")
-      continue
-    contenders[name], args[name] = f, jax_args
-  if torch is not None and case.torch is not None:
-    tdtype = torch.bfloat16 if case.dtype == "bfloat16" else torch.float32
-    tx, tg = (_to_torch(torch, a, tdtype) for a in (x, g))
-    contenders["torch"] = _torch_callable(torch, case.torch, case.backward)
-    args["torch"] = (tx, tg) if case.backward else (tx,)
-    contenders["torch"](*args["torch"])
+class Trial:
+  """One case, compiled and warmed up; :meth:`round` adds timings, :meth:`row` reports."""
 
-  times = {name: [] for name in contenders}
-  names = list(contenders)
-  for r in range(repeats):
-    order = names[r % len(names):] + names[:r % len(names)]
-    for name in order:
-      times[name].append(_time(contenders[name], args[name],
-                               (lambda o: o) if name == "torch" else jax.block_until_ready))
-  med = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
-  row = {"case": case.name, "pass": "fwd+bwd" if case.backward else "fwd", "dtype": case.dtype,
-         "shape": list(case.shape), "ms": med, "compile_s": compile_s, "temp_ratio": temp_ratio}
-  if "torch" in med:
-    row["vs_torch"] = med["jaxpool"] / med["torch"]
-  if "flax" in med:
-    row["vs_flax"] = med["jaxpool"] / med["flax"]
-  return row
+  def __init__(self, case: Case, rng: np.random.Generator):
+    self.case, torch = case, _torch()
+    dtype = jnp.bfloat16 if case.dtype == "bfloat16" else jnp.float32
+    x = jnp.asarray(rng.standard_normal(case.shape, dtype=np.float32), dtype)
+    out_shape = jax.eval_shape(lambda v: _first(case.jaxpool(v)), x)
+    g = jnp.asarray(rng.standard_normal(out_shape.shape, dtype=np.float32), dtype)
+    jax_args = (x, g) if case.backward else (x,)
+    self.contenders, self.args = {}, {}
+    self.compile_s, self.temp_ratio = None, None
+    for name, fn in {"jaxpool": case.jaxpool, "flax": case.flax}.items():
+      if fn is None or (case.backward and name == "flax" and "segnet" in case.name):
+        continue
+      f = _jax_callable((lambda v, fn=fn: _first(fn(v))) if case.backward else fn,
+                        case.backward)
+      if name == "jaxpool":
+        start = time.perf_counter()
+        compiled = f.lower(*jax_args).compile()
+        self.compile_s = time.perf_counter() - start
+        mem = compiled.memory_analysis()
+        if mem is not None:
+          self.temp_ratio = mem.temp_size_in_bytes / x.nbytes
+      try:
+        jax.block_until_ready(f(*jax_args))
+      except NotImplementedError as e:  # e.g. JAX's max-pool VJP with dilation
+        print(f"  {name}: {e}")
+        continue
+      self.contenders[name], self.args[name] = f, jax_args
+    if torch is not None and case.torch is not None:
+      tdtype = torch.bfloat16 if case.dtype == "bfloat16" else torch.float32
+      tx, tg = (_to_torch(torch, a, tdtype) for a in (x, g))
+      self.contenders["torch"] = _torch_callable(torch, case.torch, case.backward)
+      self.args["torch"] = (tx, tg) if case.backward else (tx,)
+      self.contenders["torch"](*self.args["torch"])
+    self.times = {name: [] for name in self.contenders}
+
+  def round(self, repeats: int) -> None:
+    """``repeats`` calls of each contender, interleaved, the call order rotated."""
+    names = list(self.contenders)
+    for r in range(repeats):
+      for name in names[r % len(names):] + names[:r % len(names)]:
+        sync = (lambda o: o) if name == "torch" else jax.block_until_ready
+        self.times[name].append(_time(self.contenders[name], self.args[name], sync))
+
+  def row(self) -> dict:
+    case = self.case
+    med = {name: statistics.median(ts) * 1e3 for name, ts in self.times.items()}
+    row = {"case": case.name, "pass": "fwd+bwd" if case.backward else "fwd",
+           "dtype": case.dtype, "shape": list(case.shape), "ms": med,
+           "compile_s": self.compile_s, "temp_ratio": self.temp_ratio}
+    if "torch" in med:
+      row["vs_torch"] = med["jaxpool"] / med["torch"]
+    if "flax" in med:
+      row["vs_flax"] = med["jaxpool"] / med["flax"]
+    return row
+
+
+def run_case(case: Case, repeats: int, rng: np.random.Generator) -> dict:
+  trial = Trial(case, rng)
+  trial.round(repeats)
+  return trial.row()
 
 
 def markdown(rows: list[dict]) -> str:
@@ -316,6 +328,9 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument("--only", nargs="*", help="run cases whose name contains any of these")
   parser.add_argument("--quick", action="store_true", help="5 repeats")
+  parser.add_argument("--rounds", type=int, default=1,
+                      help="time every case in this many rounds of --repeats calls, spread "
+                           "over the run (a slow spell of the machine then hits all cases)")
   args = parser.parse_args(argv)
   torch = _torch()
   if torch is not None:
@@ -324,14 +339,20 @@ def main(argv=None) -> list[dict]:
   env = environment()
   print(f"backend={env['backend']} jax={env['jax']} flax={env['flax']} torch={env['torch']} "
         f"cpus={env['cpu_count']}")
-  rows = []
   rng = np.random.default_rng(0)
-  for case in cases():
-    if args.only and not any(s in case.name for s in args.only):
-      continue
-    row = run_case(case, repeats, rng)
-    rows.append(row)
-    print(markdown([row]).splitlines()[-1], flush=True)
+  selected = [c for c in cases() if not args.only or any(s in c.name for s in args.only)]
+  rows = []
+  if args.rounds == 1:  # one case at a time: only its inputs in memory
+    for case in selected:
+      rows.append(run_case(case, repeats, rng))
+      print(markdown([rows[-1]]).splitlines()[-1], flush=True)
+  else:
+    trials = [Trial(case, rng) for case in selected]
+    for r in range(args.rounds):
+      for trial in trials:
+        trial.round(repeats)
+      print(f"round {r + 1}/{args.rounds} done", flush=True)
+    rows = [trial.row() for trial in trials]
   table = markdown(rows)
   print("\n" + table)
   RESULTS.mkdir(exist_ok=True)
