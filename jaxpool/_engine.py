@@ -402,22 +402,35 @@ def _sum_pool_transpose(g: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTap
     grid[a] = t.out
   d = None if isinstance(d, int) and d == 1 else jnp.broadcast_to(
       jnp.asarray(d, jnp.int32), grid).astype(g.dtype)
-  blocks = [-(-t.size // t.stride) for t in taps]
-  shape = list(g.shape)
-  for a, nb in zip(axes, blocks):
-    shape[a] = nb
   planes = {}
   for R in itertools.product(*[range(t.stride) for t in taps]):
     parts = [_transpose_taps(t, r) for t, r in zip(taps, R)]
     if any(part is None or part[1].size == 0 for part in parts):
-      planes[R] = jnp.zeros(shape, g.dtype)
-      continue
+      continue  # no window lands on this phase: zeros
     arrays = [g] if d is None else [g, d]
     for a, (skip, _) in zip(axes, parts):
       if skip:
         arrays = [lax.slice_in_dim(v, skip, v.shape[a], axis=a) for v in arrays]
     planes[R] = _divided_sum(arrays, axes, tuple(tp for _, tp in parts))
-  for i in reversed(range(len(axes))):  # axis a's phase goes right after its block axis
+  return _interleave(planes, g, axes, taps)
+
+
+def _interleave(planes: dict, g: jax.Array, axes: Sequence[int],
+                taps: Sequence[AxisTaps]) -> jax.Array:
+  """The input-space array whose stride phases are ``planes``.
+
+  ``planes[R]`` holds, per axis ``a``, the input positions ``m * stride + R[a]`` for
+  ``m < ceil(size / stride)`` (``g``'s shape elsewhere); a missing phase is zero. The
+  phases are stacked last axis first (axis ``a``'s phase right after its block axis),
+  one concatenate that XLA keeps, then merged by a reshape and cropped to ``size``.
+  """
+  blocks = [-(-t.size // t.stride) for t in taps]
+  shape = list(g.shape)
+  for a, nb in zip(axes, blocks):
+    shape[a] = nb
+  planes = {R: planes[R] if R in planes else jnp.zeros(shape, g.dtype)
+            for R in itertools.product(*[range(t.stride) for t in taps])}
+  for i in reversed(range(len(axes))):
     if taps[i].stride == 1:
       planes = {R[:i]: v for R, v in planes.items()}
       continue
@@ -425,11 +438,10 @@ def _sum_pool_transpose(g: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTap
     for R in sorted(planes):
       groups.setdefault(R[:i], []).append(planes[R])
     planes = {R: jnp.stack(v, axis=axes[i] + 1) for R, v in groups.items()}
-  dx = planes[()]
   merged = list(g.shape)
   for a, nb, t in zip(axes, blocks, taps):
     merged[a] = nb * t.stride
-  dx = dx.reshape(merged)
+  dx = planes[()].reshape(merged)
   limits = list(merged)
   for a, t in zip(axes, taps):
     limits[a] = t.size
@@ -518,8 +530,6 @@ class _Joint:
   def scatter_back(self, g, off):
     """Transpose of :meth:`select`: each window's ``g`` to its offset ``off``.
 
-
-
     Built per phase plane, in unpadded coordinates: along each axis input position
     ``p = m*stride + r``; offset ``j`` of output ``o`` lands in plane
     ``r = (j*dilation - pad_lo) % stride`` at block ``o + (j*dilation - pad_lo) // stride``.
@@ -539,27 +549,7 @@ class _Joint:
       term = lax.pad(jnp.where(off == k, g, zero), zero, config)
       R = tuple(R)
       planes[R] = term if R not in planes else planes[R] + term
-    shape = list(g.shape)
-    for a, nb in zip(self.axes, blocks):
-      shape[a] = nb
-    for R in itertools.product(*[range(t.stride) for t in self.taps]):
-      if R not in planes:
-        planes[R] = jnp.zeros(shape, g.dtype)
-    # Stack the phases, last axis first: axis a's phase goes right after its block axis.
-    for i in reversed(range(len(self.axes))):
-      groups: dict[tuple[int, ...], list] = {}
-      for R in sorted(planes):
-        groups.setdefault(R[:i], []).append(planes[R])
-      planes = {R: jnp.stack(parts, axis=self.axes[i] + 1) for R, parts in groups.items()}
-    dx = planes[()]
-    merged = list(g.shape)
-    for a, nb, t in zip(self.axes, blocks, self.taps):
-      merged[a] = nb * t.stride
-    dx = dx.reshape(merged)
-    limits = list(merged)
-    for a, t in zip(self.axes, self.taps):
-      limits[a] = t.size
-    return lax.slice(dx, [0] * dx.ndim, limits) if limits != merged else dx
+    return _interleave(planes, g, self.axes, self.taps)
 
   def blocks(self, x, fill):
     """``(..., out_0, k_0, ..., out_1, k_1, ...)``: window axes right after their axis."""
