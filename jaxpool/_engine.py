@@ -592,13 +592,14 @@ class _Joint:
   def expand(self, y):
     return jnp.expand_dims(y, self.window_axes)
 
-  def first_match(self, x, y, kind, exact: bool = True):
-    """Row-major offset id of the first real window element equal to ``y`` (or NaN).
+  def first_match(self, x, y, kind):
+    """Row-major offset id of the first window element equal to ``y`` (or NaN).
 
-    ``exact=False`` skips the padding masks: then a window whose real elements all
-    equal the padding value (all ``-inf`` for max) may pick a padding position. The
-    gradient path uses it (that window's output is ``-inf``, so no finite loss flows
-    through it): the masks stop XLA from fusing the backward well (2.7x slower).
+    The gradient path's residual. Strided windows skip the padding masks: a window whose
+    real elements all equal the padding value (all ``-inf`` for max) may then pick a
+    padding position, which drops its cotangent (its output is ``-inf``, so no finite
+    loss flows through it); the masks stop XLA from fusing the backward well (2.7x
+    slower). Indices use :meth:`first_max`, which masks.
     """
     fill = identity(kind, x.dtype)
     if self.blocked:
@@ -610,11 +611,7 @@ class _Joint:
       return jnp.min(jnp.where(hit, ids, np.int32(len(self.offsets))), axis=self.window_axes)
     off = jnp.zeros(y.shape, jnp.int32)
     for k, xs in reversed(list(enumerate(self.slices(x, fill)))):
-      hit = _matches(xs, y)
-      for a, first, last in self.intervals[k] if exact else ():
-        o = lax.broadcasted_iota(np.int32, hit.shape, a)
-        hit = hit & (o >= first) & (o <= last)
-      off = jnp.where(hit, np.int32(k), off)
+      off = jnp.where(_matches(xs, y), np.int32(k), off)
     return off
 
   def first_max(self, x, kind: str) -> jax.Array:
@@ -622,8 +619,8 @@ class _Joint:
 
     It does not read the pooled values, so XLA computes it in the same pass over ``x``
     as them (SegNet 2x2/2 values and indices: 11 ms vs 17 ms for matching against the
-    max). Same choice as :meth:`first_match`: strict ``>`` keeps the first of equal
-    elements, a NaN wins over a number, padding never wins.
+    max). Strict ``>`` keeps the first of equal elements, a NaN wins over a number,
+    padding never wins.
     """
     if x.dtype == np.bool_:
       x = x.astype(np.int8)
@@ -692,7 +689,7 @@ def _select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...]
 def _select_pool_fwd(x, axes, taps, kind):
   y = _select_pool(x, axes, taps, kind)  # itself: grad-of-grad differentiates this rule
   if _joint(taps):
-    return y, _Joint(x.ndim, axes, taps).first_match(x, y, kind, exact=False)
+    return y, _Joint(x.ndim, axes, taps).first_match(x, y, kind)
   return y, x
 
 
