@@ -183,6 +183,41 @@ def test_unpool_scatter_semantics(rng, data_format, dtype):
   assert got.shape == (2, 3, 9, 11)
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_unpool_lowerings_agree(rng, axis):
+  """The batched scatter/gather (GPU, TPU, several CPU devices) and the flattened one (a
+  lone CPU device) give the same output and gradient, invalid indices included."""
+  from jaxpool import _unpool
+
+  shape = [3, 4, 5]
+  shape[axis] = 6
+  v = randn(rng, tuple(shape))
+  m = 10
+  idx = rng.integers(-3, m + 3, size=v.shape).astype(np.int32)
+  for n in np.ndindex(*(s for a, s in enumerate(v.shape) if a != axis)):
+    sl = list(n)
+    sl.insert(axis, slice(None))
+    col = idx[tuple(sl)]
+    _, first = np.unique(col, return_index=True)
+    dup = np.ones(col.size, bool)
+    dup[first] = False
+    col[dup] = m + 1  # unique per slice, so which duplicate wins does not matter
+    idx[tuple(sl)] = col
+  want = np.zeros(v.shape[:axis] + (m,) + v.shape[axis + 1:], np.float32)
+  ok = (idx >= 0) & (idx < m)
+  for pos in zip(*np.nonzero(ok)):
+    dst = list(pos)
+    dst[axis] = idx[pos]
+    want[tuple(dst)] = v[pos]
+  g = randn(rng, want.shape)
+  want_grad = np.where(ok, np.take_along_axis(g, np.clip(idx, 0, m - 1), axis), 0)
+  for scatter, gather in [(_unpool._scatter_batched, _unpool._gather_batched),
+                          (_unpool._scatter_flat, _unpool._gather_flat)]:
+    np.testing.assert_array_equal(jax.jit(scatter, static_argnums=(2, 3))(v, idx, m, axis),
+                                  want)
+    np.testing.assert_array_equal(jax.jit(gather, static_argnums=2)(g, idx, axis), want_grad)
+
+
 def test_unpool_default_size_and_batchless(rng):
   v = randn(rng, (3, 4, 5))  # unbatched (H, W, C)
   i = rng.integers(0, 8 * 10, size=v.shape)
