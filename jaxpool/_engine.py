@@ -702,8 +702,33 @@ def _select_pool_bwd(axes, taps, kind, residual, g):
       shape = jax.ShapeDtypeStruct(_input_shape(g.shape, axes, taps), g.dtype)
       return jax.linear_transpose(lambda t: joint.select(t, off), shape)(g)
     return (joint.scatter_back(g, off),)
-  x = residual
-  return jax.linear_transpose(lambda t: select_chain(x, axes, taps, kind, [t])[1][0], x)(g)
+  return (_chain_scatter_back(residual, axes, taps, kind, g),)
+
+
+def _chain_scatter_back(x, axes, taps, kind, g):
+  """VJP of :func:`select_chain`'s values: route ``g`` back one axis at a time.
+
+  The forward chain's offsets are recomputed from ``x``; each strided-slice axis routes
+  its cotangent with one-axis phase planes (:meth:`_Joint.scatter_back`), the reshape
+  and gather axes with the transpose of their select. JAX's transpose of the whole chain
+  pads every slice's cotangent with interior padding: adaptive max 56 -> 5 backward
+  measured 170 ms that way on CPU.
+  """
+  steps = []
+  for axis, t in reversed(list(zip(axes, taps))):
+    if t.identity:
+      continue
+    mode = _mode(t)
+    y = _reduce_axis(x, axis, t, kind, mode)
+    steps.append((axis, t, mode, x.shape, _first_match(x, y, axis, t, kind, mode)))
+    x = y
+  for axis, t, mode, shape, off in reversed(steps):
+    if mode == "slices":
+      g = _Joint(g.ndim, (axis,), (t,)).scatter_back(g, off)
+    else:
+      select = functools.partial(_select, off=off, axis=axis, t=t, mode=mode)
+      g, = jax.linear_transpose(select, jax.ShapeDtypeStruct(shape, g.dtype))(g)
+  return g
 
 
 def _input_shape(out_shape, axes, taps):

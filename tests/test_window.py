@@ -178,6 +178,41 @@ def test_max_min_grad_goes_to_first_extremum(rng, case, op, data_format):
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+# Windows over 32 elements: values by reduce_window/separable plans, gradients routed
+# one axis at a time (strided-slice, reshape and dilated axes, padding, ceil_mode).
+LARGE = [
+    ((13, 14), (7, 6), (3, 2), (3, 1), 1, True),
+    ((12, 15), (4, 9), (4, 5), 0, 1, False),
+    ((17, 9), (6, 6), 2, (2, 3), (2, 1), False),
+    ((6, 7, 8), (3, 4, 3), (2, 1, 3), 1, 1, True),
+]
+
+
+@pytest.mark.parametrize("case", LARGE, ids=[f"large-{i}" for i in range(len(LARGE))])
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_large_window_values_and_grads(rng, case, op):
+  x = ties(rng, (2, 3) + case[0])
+  fn = getattr(jaxpool, f"{op}_pool")
+  kw = dict(data_format="channels_first", **_kw(case))
+  y = fn(x, **kw)
+  np.testing.assert_array_equal(y, getattr(ref, f"{op}_pool")(x, *_ref_args(case)))
+  g = randn(rng, y.shape)
+  got = jax.jit(jax.grad(lambda v: jnp.sum(fn(v, **kw) * g)))(x)
+  want = ref.max_pool_grad(x, g, *_ref_args(case), kind=op)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  avg = jaxpool.avg_pool(x, **kw)
+  np.testing.assert_allclose(avg, ref.avg_pool(x, *_ref_args(case)), rtol=1e-5, atol=1e-6)
+
+
+def test_large_window_check_grads(rng):
+  shape = (1, 2) + LARGE[0][0]
+  n = int(np.prod(shape))
+  with jax.enable_x64(True):
+    x = jnp.asarray((rng.permutation(n).reshape(shape) / n).astype(np.float64))
+    check_grads(lambda v: jaxpool.max_pool(v, data_format="channels_first", **_kw(LARGE[0])),
+                (x,), order=2, modes=("rev",), eps=1e-4)
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[7], CASES[8], CASES[11]],
                          ids=[IDS[0], IDS[7], IDS[8], IDS[11]])
 def test_check_grads(rng, case):
