@@ -611,6 +611,14 @@ class _Joint:
         hit = hit & real
       ids = self.block_iota(np.arange(len(self.offsets), dtype=np.int32))
       return jnp.min(jnp.where(hit, ids, np.int32(len(self.offsets))), axis=self.window_axes)
+    if all(_unpadded(t) for t in self.taps):
+      # A reduce over the stacked offsets, which XLA:CPU materializes once; the select
+      # chain below is fused into every backward term and recomputed there (AlexNet max
+      # 3x3/2 on 13x13x256: 9.3 ms vs 30 ms fwd+bwd). With padding the chain measured
+      # faster (ResNet stem: 148 ms vs 215 ms).
+      hit = jnp.stack([_matches(xs, y) for xs in self.slices(x, fill)])
+      ids = np.arange(len(self.offsets), dtype=np.int32).reshape((-1,) + (1,) * y.ndim)
+      return jnp.min(jnp.where(hit, ids, np.int32(len(self.offsets))), axis=0)
     off = jnp.zeros(y.shape, jnp.int32)
     for k, xs in reversed(list(enumerate(self.slices(x, fill)))):
       off = jnp.where(_matches(xs, y), np.int32(k), off)
