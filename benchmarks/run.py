@@ -1,6 +1,7 @@
 """jaxpool vs flax.linen (or plain JAX) vs PyTorch on real-model pooling shapes.
 
     python -m benchmarks.run [--quick] [--only NAME ...] [--repeats N] [--rounds K]
+                             [--min-time S]
 
 For each case: compile first, then time the contenders interleaved in one process
 (call order rotated every round), report medians, the jaxpool/PyTorch and
@@ -209,6 +210,9 @@ def _time(f, args, sync) -> float:
   return time.perf_counter() - start
 
 
+MAX_REPEATS_FACTOR = 20
+
+
 class Trial:
   """One case, compiled and warmed up; :meth:`round` adds timings, :meth:`row` reports."""
 
@@ -247,13 +251,20 @@ class Trial:
       self.contenders["torch"](*self.args["torch"])
     self.times = {name: [] for name in self.contenders}
 
-  def round(self, repeats: int) -> None:
-    """``repeats`` calls of each contender, interleaved, the call order rotated."""
+  def round(self, repeats: int, min_time: float = 0.0) -> None:
+    """At least ``repeats`` calls of each contender, interleaved, the call order rotated,
+    and more (up to ``MAX_REPEATS_FACTOR`` times) until each has run ``min_time`` seconds:
+    a 1 ms case then gets hundreds of timings, and its median stops wandering."""
     names = list(self.contenders)
-    for r in range(repeats):
+    spent = dict.fromkeys(names, 0.0)
+    r = 0
+    while r < repeats or (min(spent.values()) < min_time
+                          and r < MAX_REPEATS_FACTOR * repeats):
       for name in names[r % len(names):] + names[:r % len(names)]:
         sync = (lambda o: o) if name == "torch" else jax.block_until_ready
         self.times[name].append(_time(self.contenders[name], self.args[name], sync))
+        spent[name] += self.times[name][-1]
+      r += 1
 
   def row(self) -> dict:
     case = self.case
@@ -268,9 +279,10 @@ class Trial:
     return row
 
 
-def run_case(case: Case, repeats: int, rng: np.random.Generator) -> dict:
+def run_case(case: Case, repeats: int, rng: np.random.Generator,
+             min_time: float = 0.0) -> dict:
   trial = Trial(case, rng)
-  trial.round(repeats)
+  trial.round(repeats, min_time)
   return trial.row()
 
 
@@ -331,11 +343,15 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--rounds", type=int, default=1,
                       help="time every case in this many rounds of --repeats calls, spread "
                            "over the run (a slow spell of the machine then hits all cases)")
+  parser.add_argument("--min-time", type=float, default=0.25,
+                      help="seconds each contender runs per case and round, at least "
+                           "(fast cases get more than --repeats calls)")
   args = parser.parse_args(argv)
   torch = _torch()
   if torch is not None:
     torch.set_num_threads(__import__("os").cpu_count())
   repeats = 5 if args.quick else args.repeats
+  min_time = 0.0 if args.quick else args.min_time
   env = environment()
   print(f"backend={env['backend']} jax={env['jax']} flax={env['flax']} torch={env['torch']} "
         f"cpus={env['cpu_count']}")
@@ -344,13 +360,13 @@ def main(argv=None) -> list[dict]:
   rows = []
   if args.rounds == 1:  # one case at a time: only its inputs in memory
     for case in selected:
-      rows.append(run_case(case, repeats, rng))
+      rows.append(run_case(case, repeats, rng, min_time))
       print(markdown([rows[-1]]).splitlines()[-1], flush=True)
   else:
     trials = [Trial(case, rng) for case in selected]
     for r in range(args.rounds):
       for trial in trials:
-        trial.round(repeats)
+        trial.round(repeats, min_time)
       print(f"round {r + 1}/{args.rounds} done", flush=True)
     rows = [trial.row() for trial in trials]
   table = markdown(rows)
