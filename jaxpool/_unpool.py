@@ -178,11 +178,11 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
     indices_in_window: promise that every index lies in the pooling window of its own
       value, as all indices from max pooling with the same ``window_shape``,
       ``strides`` and ``padding`` do (jaxpool's or PyTorch's) when ``output_size`` is
-      the pooled input's spatial size. For non-overlapping
-      windows (``strides >= window_shape``, e.g. SegNet's 2x2/2) this selects a
-      scatter-free lowering, 2-3x faster than the scatter on CPU; an index outside its
-      window is then dropped instead of written. Overlapping windows use the scatter
-      either way. Default ``False``: plain scatter semantics.
+      the pooled input's spatial size. For non-overlapping windows (``strides >=
+      window_shape``, e.g. SegNet's 2x2/2) this selects a scatter-free lowering (SegNet
+      2x2/2 on CPU: 34 ms vs 40-54 ms for the scatter, writing the output included); an
+      index outside its window is then dropped instead of written. Overlapping windows
+      use the scatter either way. Default ``False``: plain scatter semantics.
 
   Returns:
     The unpooled array, the dtype of ``values``. Where several values share an index,
