@@ -87,9 +87,10 @@ def _per_backend(flat, batched, shape: tuple[int, ...], m: int, axis: int):
   """``flat`` for a program compiled for a lone CPU device, ``batched`` for the rest.
 
   XLA:CPU runs a scatter as one serial loop, and batching dimensions cost it an index
-  array ``ndim`` times larger: the flat form is twice as fast. It is only safe where no
-  SPMD partitioner can see it (a lone CPU device: the partitioner would have to
-  all-gather a flat scatter) and where every position fits in int32.
+  array ``ndim`` times larger (SegNet 2x2/2 unpool: 54-62 ms flat vs 76 ms batched). The
+  flat form is only safe where no SPMD partitioner can see it (a lone CPU device: the
+  partitioner would have to all-gather a flat scatter) and where every position fits in
+  int32.
   """
   if math.prod(shape[:axis] + (m,) + shape[axis + 1:]) >= 2**31 or not _one_cpu_device():
     return batched
@@ -197,7 +198,8 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
   Lowering: one scatter (forward) and one gather (backward). On GPU and TPU (and on CPU
   with several devices) their batch and channel axes are batching dimensions, so SPMD
   partitioning along them needs no communication; with a single CPU device they run on the
-  flattened array, which XLA:CPU's serial scatter loop does twice as fast. With
+  flattened array, which XLA:CPU's serial scatter loop does faster (one index per update
+  instead of ``ndim``). With
   ``indices_in_window`` and non-overlapping windows: one fused compare-and-select, a
   reshape and a pad instead, on every backend.
 
@@ -254,5 +256,5 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
   flat_shape = values.shape[:first] + (math.prod(spatial_in),) + values.shape[first + d:]
   with jax.named_scope(fn):
     out = _unpool_scatter(values.reshape(flat_shape),
-                       indices.astype(np.int32).reshape(flat_shape), m, first)
+                          indices.astype(np.int32).reshape(flat_shape), m, first)
     return out.reshape(values.shape[:first] + tuple(size) + values.shape[first + d:])
