@@ -597,11 +597,12 @@ class _Joint:
   def first_match(self, x, y, kind):
     """Row-major offset id of the first window element equal to ``y`` (or NaN).
 
-    The gradient path's residual. Strided windows skip the padding masks: a window whose
-    real elements all equal the padding value (all ``-inf`` for max) may then pick a
-    padding position, which drops its cotangent (its output is ``-inf``, so no finite
-    loss flows through it); the masks stop XLA from fusing the backward well (2.7x
-    slower). Indices use :meth:`first_max`, which masks.
+    The gradient path's residual where :func:`_gradient_offsets` does not tile. Padded
+    windows here skip the padding masks: a window whose real elements all equal the
+    padding value (all ``-inf`` for max) may then pick a padding position, which drops
+    its cotangent (its output is ``-inf``, so no finite loss flows through it); the masks
+    stop XLA from fusing the backward well (2.7x slower). Indices use
+    :meth:`first_max`, which masks.
     """
     fill = identity(kind, x.dtype)
     if self.blocked:
@@ -614,8 +615,8 @@ class _Joint:
     if all(_unpadded(t) for t in self.taps):
       # A reduce over the stacked offsets, which XLA:CPU materializes once; the select
       # chain below is fused into every backward term and recomputed there (AlexNet max
-      # 3x3/2 on 13x13x256: 9.3 ms vs 30 ms fwd+bwd). With padding the chain measured
-      # faster (ResNet stem: 148 ms vs 215 ms). Cost: a bool temp of window x output.
+      # 3x3/2 on 13x13x256: 9.3 ms vs 30 ms fwd+bwd; with padding, tiles do better: see
+      # _gradient_offsets). Cost: a bool temp of window x output.
       hit = jnp.stack([_matches(xs, y) for xs in self.slices(x, fill)])
       ids = np.arange(len(self.offsets), dtype=np.int32).reshape((-1,) + (1,) * y.ndim)
       return jnp.min(jnp.where(hit, ids, np.int32(len(self.offsets))), axis=0)
@@ -699,8 +700,24 @@ def _select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...]
 def _select_pool_fwd(x, axes, taps, kind):
   y = _select_pool(x, axes, taps, kind)  # itself: grad-of-grad differentiates this rule
   if _joint(taps):
-    return y, _Joint(x.ndim, axes, taps).first_match(x, y, kind)
+    return y, _gradient_offsets(x, y, axes, taps, kind)
   return y, x
+
+
+def _gradient_offsets(x, y, axes, taps, kind):
+  """The VJP's residual: each window's first-max offset id.
+
+  Padded windows take it per :func:`tiled` tile (the compare chain of
+  :meth:`_Joint.first_max`, masks only in border tiles): the concatenated tiles are
+  computed once, where an untiled chain is fused into, and recomputed by, every term of
+  the backward (max 3x3/1 p1 on (32,35,35,192), fwd+bwd: 31 ms vs 252 ms; ResNet stem:
+  79 ms vs 148 ms).
+  """
+  joint = _Joint(x.ndim, axes, taps)
+  tiles = _tile_count(taps)
+  if not joint.blocked and tiles > 1 and len(joint.offsets) * tiles <= TILED_MAX:
+    return tiled(x, axes, taps, lambda xt, tt: _Joint(xt.ndim, axes, tt).first_max(xt, kind))
+  return joint.first_match(x, y, kind)
 
 
 def _select_pool_bwd(axes, taps, kind, residual, g):
