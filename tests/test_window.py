@@ -204,6 +204,21 @@ def test_large_window_values_and_grads(rng, case, op):
   np.testing.assert_allclose(avg, ref.avg_pool(x, *_ref_args(case)), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kw", [dict(window_shape=(3, 3), strides=1, padding=1),
+                                dict(window_shape=(3, 3), strides=2, padding=1)])
+def test_all_neg_inf_windows_grad_to_first_real_element(rng, kw):
+  """Padded small windows take their gradient offsets per tile, with padding masked: a
+  window of -inf elements routes its cotangent to its first real element (PyTorch)."""
+  x = np.full((1, 2, 5, 6), -np.inf, np.float32)
+  x[0, 1, 2:, 3:] = randn(rng, (3, 3))  # one channel partly finite
+  y = jaxpool.max_pool(x, data_format="channels_first", **kw)
+  g = randn(rng, y.shape)
+  got = jax.jit(jax.grad(lambda v: jnp.sum(jaxpool.max_pool(
+      v, data_format="channels_first", **kw) * g)))(x)
+  want = ref.max_pool_grad(x, g, kw["window_shape"], kw["strides"], kw["padding"])
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
 def test_large_window_check_grads(rng):
   shape = (1, 2) + LARGE[0][0]
   n = int(np.prod(shape))
