@@ -100,8 +100,13 @@ def test_round_trip_keeps_window_maxima(rng, case, data_format):
 
 def _in_window_reference(values, indices, window, stride, pads, size):
   """Scatter, keeping only indices inside their own window (NumPy loops)."""
-  values, indices = np.asarray(values), np.asarray(indices).copy()
-  spatial = values.shape[2:]
+  kept = _kept_indices(values.shape[2:], indices, window, stride, pads, size)
+  return ref.max_unpool(np.asarray(values), kept, size)
+
+
+def _kept_indices(spatial, indices, window, stride, pads, size):
+  """``indices`` with every index outside its own window (or out of range) set to -1."""
+  indices = np.asarray(indices).copy()
   strides_flat = np.cumprod((1,) + tuple(size[::-1]))[:-1][::-1]
   for pos in np.ndindex(*spatial):
     lo = [o * s - p for o, s, (p, _) in zip(pos, stride, pads)]
@@ -112,7 +117,7 @@ def _in_window_reference(values, indices, window, stride, pads, size):
       inside &= (q >= a) & (q < a + k)
     idx[~inside] = -1
     indices[(slice(None), slice(None)) + pos] = idx
-  return ref.max_unpool(values, indices, size)
+  return indices
 
 
 @pytest.mark.parametrize("data_format", LAYOUTS)
@@ -147,6 +152,13 @@ def test_unpool_in_window(rng, data_format, geometry, dtype):
         a, i, output_size=size, data_format=data_format, **kw) * g))(v)
     gb = jax.grad(lambda a: jnp.sum(f(a, i) * g))(v)
     np.testing.assert_array_equal(ga, gb)
+    # with indices outside their window: 0 for the dropped values, g at the kept ones
+    kept = _kept_indices(vv.shape[2:], bad, window, stride, pads, size)
+    gc = jax.grad(lambda a: jnp.sum(jaxpool.max_unpool(
+        a, to_layout(kept, data_format), output_size=size, data_format=data_format,
+        **kw) * g))(v)
+    gd = jax.grad(lambda a: jnp.sum(f(a, to_layout(bad, data_format)) * g))(v)
+    np.testing.assert_array_equal(gd, gc)
 
 
 def test_unpool_in_window_overlapping_windows_scatter(rng):
