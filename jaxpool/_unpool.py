@@ -108,11 +108,22 @@ def _unpool_fwd(v, idx, m, axis):
   return _unpool_scatter(v, idx, m, axis), idx
 
 
-def _unpool_bwd(m, axis, idx, g):
-  # PyTorch's max_unpool backward: every value reads the cotangent at its index.
+def _gather_at(g: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
+  """``g`` (``m`` long on ``axis``) read at ``idx``; 0 for indices outside ``[0, m)``."""
   return _per_backend(functools.partial(_gather_flat, axis=axis),
                       functools.partial(_gather_batched, axis=axis),
-                      idx.shape, m, axis)(g, idx), None
+                      idx.shape, m, axis)(g, idx)
+
+
+def _unpool_bwd(m, axis, idx, g):
+  # PyTorch's max_unpool backward: every value reads the cotangent at its index.
+  return _gather_at(g, idx, m, axis), None
+
+
+def _flat_spatial(a: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+  """The spatial axes (contiguous in both layouts) merged into one, at ``axes[0]``."""
+  first, last = axes[0], axes[-1] + 1
+  return a.reshape(a.shape[:first] + (math.prod(a.shape[first:last]),) + a.shape[last:])
 
 
 _unpool_scatter.defvjp(_unpool_fwd, _unpool_bwd)
@@ -176,12 +187,8 @@ def _in_window_bwd(axes, window, stride, pads, size, idx, g):
     start = jax.lax.broadcasted_iota(np.int32, idx.shape, a) * np.int32(s) - np.int32(lo)
     inside = (coord >= jnp.maximum(start, 0)) & (coord < jnp.minimum(start + k, n))
     ok = inside if ok is None else ok & inside
-  first, d, m = axes[0], len(axes), math.prod(size)
-  flat = idx.shape[:first] + (math.prod(idx.shape[first:first + d]),) + idx.shape[first + d:]
-  g_flat = g.reshape(g.shape[:first] + (m,) + g.shape[first + d:])
-  picked = _per_backend(functools.partial(_gather_flat, axis=first),
-                        functools.partial(_gather_batched, axis=first),
-                        flat, m, first)(g_flat, idx.reshape(flat))
+  picked = _gather_at(_flat_spatial(g, axes), _flat_spatial(idx, axes), math.prod(size),
+                      axes[0])
   return jnp.where(ok, picked.reshape(idx.shape), np.zeros((), g.dtype)), None
 
 
@@ -283,10 +290,8 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
     with jax.named_scope(fn):
       return _unpool_in_window(values, indices.astype(np.int32), lay.spatial_axes, window,
                                stride, pads, tuple(size))
-  # Flatten the spatial dims (contiguous in both layouts) into one axis.
-  first = lay.spatial_axes[0]
-  flat_shape = values.shape[:first] + (math.prod(spatial_in),) + values.shape[first + d:]
+  axes = lay.spatial_axes
   with jax.named_scope(fn):
-    out = _unpool_scatter(values.reshape(flat_shape),
-                          indices.astype(np.int32).reshape(flat_shape), m, first)
-    return out.reshape(values.shape[:first] + tuple(size) + values.shape[first + d:])
+    out = _unpool_scatter(_flat_spatial(values, axes),
+                          _flat_spatial(indices.astype(np.int32), axes), m, axes[0])
+    return out.reshape(lay.with_spatial(values.shape, size))
