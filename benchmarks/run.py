@@ -250,21 +250,44 @@ class Trial:
       self.args["torch"] = (tx, tg) if case.backward else (tx,)
       self.contenders["torch"](*self.args["torch"])
     self.times = {name: [] for name in self.contenders}
+    self.rounds = 0
 
-  def round(self, repeats: int, min_time: float = 0.0) -> None:
-    """At least ``repeats`` calls of each contender, interleaved, the call order rotated,
-    and more (up to ``MAX_REPEATS_FACTOR`` times) until each has run ``min_time`` seconds:
-    a 1 ms case then gets hundreds of timings, and its median stops wandering."""
+  def round(self, repeats: int, min_time: float = 0.0, interleave: str = "block") -> None:
+    """At least ``repeats`` timed calls of each contender, and more (up to
+    ``MAX_REPEATS_FACTOR`` times) until each has run ``min_time`` seconds: a 1 ms case
+    then gets hundreds of timings, and its median stops wandering.
+
+    ``interleave="block"``: each contender in turn (the order rotated every round) makes
+    one untimed call, then its timed calls back to back, so each library is timed in its
+    own steady state. ``"call"``: one call of each contender in turn; every call then
+    starts right after another library's, in that library's wake (its worker threads
+    still spinning, the caches holding its buffers)."""
     names = list(self.contenders)
+    start = self.rounds % len(names)
+    order = names[start:] + names[:start]
+    self.rounds += 1
+    if interleave == "block":
+      for name in order:
+        self._call(name, timed=False)
+        spent, count = 0.0, 0
+        while count < repeats or (spent < min_time and count < MAX_REPEATS_FACTOR * repeats):
+          spent += self._call(name)
+          count += 1
+      return
     spent = dict.fromkeys(names, 0.0)
     r = 0
     while r < repeats or (min(spent.values()) < min_time
                           and r < MAX_REPEATS_FACTOR * repeats):
-      for name in names[r % len(names):] + names[:r % len(names)]:
-        sync = (lambda o: o) if name == "torch" else jax.block_until_ready
-        self.times[name].append(_time(self.contenders[name], self.args[name], sync))
-        spent[name] += self.times[name][-1]
+      for name in order[r % len(order):] + order[:r % len(order)]:
+        spent[name] += self._call(name)
       r += 1
+
+  def _call(self, name: str, timed: bool = True) -> float:
+    sync = (lambda o: o) if name == "torch" else jax.block_until_ready
+    seconds = _time(self.contenders[name], self.args[name], sync)
+    if timed:
+      self.times[name].append(seconds)
+    return seconds
 
   def row(self) -> dict:
     case = self.case
@@ -280,9 +303,9 @@ class Trial:
 
 
 def run_case(case: Case, repeats: int, rng: np.random.Generator,
-             min_time: float = 0.0) -> dict:
+             min_time: float = 0.0, interleave: str = "block") -> dict:
   trial = Trial(case, rng)
-  trial.round(repeats, min_time)
+  trial.round(repeats, min_time, interleave)
   return trial.row()
 
 
@@ -346,6 +369,10 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--min-time", type=float, default=0.25,
                       help="seconds each contender runs per case and round, at least "
                            "(fast cases get more than --repeats calls)")
+  parser.add_argument("--interleave", choices=("block", "call"), default="block",
+                      help="block: each contender's calls back to back after an untimed "
+                           "one, contenders taking turns; call: contenders take turns every "
+                           "call (each call then runs in the other library's wake)")
   args = parser.parse_args(argv)
   torch = _torch()
   if torch is not None:
@@ -360,13 +387,13 @@ def main(argv=None) -> list[dict]:
   rows = []
   if args.rounds == 1:  # one case at a time: only its inputs in memory
     for case in selected:
-      rows.append(run_case(case, repeats, rng, min_time))
+      rows.append(run_case(case, repeats, rng, min_time, args.interleave))
       print(markdown([rows[-1]]).splitlines()[-1], flush=True)
   else:
     trials = [Trial(case, rng) for case in selected]
     for r in range(args.rounds):
       for trial in trials:
-        trial.round(repeats, min_time)
+        trial.round(repeats, min_time, args.interleave)
       print(f"round {r + 1}/{args.rounds} done", flush=True)
     rows = [trial.row() for trial in trials]
   table = markdown(rows)
