@@ -33,7 +33,8 @@ def max_pool_with_indices(x: ArrayLike, window_shape, strides=None, padding: Any
       :func:`jaxpool.max_pool` (float, int or bool input).
 
   Returns:
-    ``(values, indices)``. ``values`` equals ``max_pool(x, ...)`` bit for bit and is
+    ``(values, indices)``. ``values`` equals ``max_pool(x, ...)`` (bit for bit, except
+    that where a window's max is a zero of both signs either sign may come back) and is
     differentiable. ``indices`` (int32, no gradient) is, for each output element, the
     flat row-major index of the chosen element within the unpadded spatial volume of its
     own (batch, channel) slice: 1-D ``l``, 2-D ``h*W + w``, 3-D ``(t*H + h)*W + w``
@@ -44,8 +45,10 @@ def max_pool_with_indices(x: ArrayLike, window_shape, strides=None, padding: Any
   Raises:
     ValueError: bad arguments, or a spatial volume too large for int32 indices.
 
-  Lowering: CPU, GPU and TPU alike: per-axis strided slices/reshapes, compares and
-  selects that carry a flat index (no variadic ``reduce_window``, which XLA:GPU lacks).
+  Lowering: CPU, GPU and TPU alike: strided slices, compares and selects that carry a
+  window offset or a flat index (no variadic ``reduce_window``, which XLA:GPU lacks);
+  unpadded non-overlapping windows (SegNet's 2x2/2) take values and indices in one pass,
+  a variadic ``reduce`` over the stacked window offsets.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool

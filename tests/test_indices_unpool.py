@@ -64,6 +64,38 @@ def test_values_grad_and_indices_no_grad(rng):
   np.testing.assert_allclose(jax.grad(loss)(x), jax.grad(loss_ref)(x), rtol=1e-6)
 
 
+@pytest.mark.parametrize("window,strides", [((2, 2), None), ((3, 2), (3, 2)), ((2, 2), 3),
+                                            ((2, 3, 2), None)])
+def test_one_pass_blocks(rng, window, strides):
+  """Unpadded non-overlapping windows take values and indices from one variadic reduce:
+  ties, NaN, -inf, integers, bool, bfloat16 and gradients (to the index) all agree with
+  the reference."""
+  shape = (2, 3) + (7, 8, 6)[:len(window)]
+  x = ties(rng, shape)
+  x[0, 0][(0,) * len(window)] = np.nan
+  x[1, 0] = -np.inf
+  x[1, 1][(slice(0, 2),) * len(window)] = [[-0.0, 0.0], [0.0, -0.0]] if len(window) == 2 else 0
+  v, i = jaxpool.max_pool_with_indices(x, window, strides, data_format="channels_first")
+  want_v, want_i = ref.max_pool_with_indices(x, window, strides)
+  np.testing.assert_array_equal(v, want_v)
+  np.testing.assert_array_equal(i, want_i)
+  for dtype in (np.int8, np.bool_, jnp.bfloat16):
+    xd = (x > 0) if dtype == np.bool_ else np.nan_to_num(x, neginf=-3).astype(dtype)
+    vd, idd = jaxpool.max_pool_with_indices(xd, window, strides, data_format="channels_first")
+    want_v, want_i = ref.max_pool_with_indices(np.asarray(xd, np.float32), window, strides)
+    assert vd.dtype == xd.dtype
+    np.testing.assert_array_equal(np.asarray(vd, np.float32), want_v)
+    np.testing.assert_array_equal(idd, want_i)
+  g = randn(rng, want_v.shape)
+  x = np.nan_to_num(x, neginf=-5.0)
+  dx = jax.grad(lambda a: jnp.sum(jaxpool.max_pool_with_indices(
+      a, window, strides, data_format="channels_first")[0] * g))(x)
+  np.testing.assert_array_equal(dx, ref.max_pool_grad(x, g, window, strides))
+  x = randn(rng, shape)
+  jax.test_util.check_grads(lambda a: jaxpool.max_pool_with_indices(
+      a, window, strides, data_format="channels_first")[0], (x,), order=2, modes=["rev"])
+
+
 def test_int32_overflow_is_a_value_error():
   x = jax.ShapeDtypeStruct((1, 50000, 50000, 1), jnp.float32)
   with pytest.raises(ValueError, match="int32"):
@@ -159,6 +191,43 @@ def test_unpool_in_window(rng, data_format, geometry, dtype):
         **kw) * g))(v)
     gd = jax.grad(lambda a: jnp.sum(f(a, to_layout(bad, data_format)) * g))(v)
     np.testing.assert_array_equal(gd, gc)
+
+
+@pytest.mark.parametrize("geometry", [
+    ((8,), (2,), (2,), ((0, 0),)),
+    ((7, 9), (2, 3), (2, 3), ((1, 0), (0, 1))),
+    ((9, 8), (2, 2), (3, 2), ((0, 0), (0, 0))),
+    ((4, 6, 5), (2, 2, 1), (2, 2, 2), ((0, 0), (1, 1), (0, 0))),
+], ids=["1d", "2d-pad", "2d-gap", "3d"])
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_unpool_default_checks_indices_first(rng, geometry, use_jit):
+  """Without the promise, non-overlapping windows on a lone CPU device check the indices
+  and take the scatter-free lowering only when all lie in their own window: both
+  branches give the scatter's result and gradient (NumPy reference)."""
+  size, window, stride, pads = geometry
+  x = randn(rng, (2, 3) + size)
+  kw = dict(window_shape=window, strides=stride, padding=pads, output_size=size,
+            data_format="channels_first")
+  v, i = jaxpool.max_pool_with_indices(x, window, stride, pads,
+                                       data_format="channels_first")
+  f = maybe_jit(jaxpool.max_unpool, use_jit, **kw)
+  g = randn(rng, (2, 3) + size)
+  m = int(np.prod(size))
+  moved = np.asarray(i).reshape(6, -1).copy()
+  for row in moved:  # every 5th index to the next position, where that one is free
+    for k in range(0, row.size, 5):
+      if (row[k] + 1) % m not in row:
+        row[k] = (row[k] + 1) % m
+  moved[:, 1] = -1  # and one dropped index per slice
+  for idx in (np.asarray(i), moved.reshape(i.shape)):
+    np.testing.assert_array_equal(f(v, idx), ref.max_unpool(np.asarray(v), idx, size))
+    dv = jax.grad(lambda a, idx=idx: jnp.sum(f(a, idx) * g))(v)
+    flat_g = g.reshape(6, -1)
+    want = np.where(idx >= 0, np.take_along_axis(
+        flat_g, np.clip(idx.reshape(6, -1), 0, m - 1), 1).reshape(idx.shape), 0)
+    np.testing.assert_array_equal(dv, want)
+  hlo = jax.jit(lambda a, b: jaxpool.max_unpool(a, b, **kw)).lower(v, i).compile().as_text()
+  assert ("conditional" in hlo) == (len(jax.devices("cpu")) == 1)
 
 
 def test_unpool_in_window_overlapping_windows_scatter(rng):
