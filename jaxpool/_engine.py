@@ -675,39 +675,39 @@ class _Joint:
     terms = [jnp.where(off == k, part, zero) for k, part in enumerate(self.slices(e, zero))]
     return functools.reduce(jnp.add, terms)
 
-  def flat_index(self, off, spatial: Sequence[int]) -> jax.Array:
-    """Flat row-major input index of offset ``off`` of each output window."""
-    strides = row_major_strides(spatial)
+  def origins(self, spatial: Sequence[int]) -> np.ndarray:
+    """Flat row-major input index of each output window's first (offset 0) position,
+    a static array broadcastable over the output."""
     base = np.zeros((), np.int64)
-    for t, st in zip(self.taps, strides):
+    for t, st in zip(self.taps, row_major_strides(spatial)):
       base = np.add.outer(base, (np.arange(t.out) * t.stride - t.pad_lo) * st)
     shape = [1] * self.ndim
     for a, t in zip(self.axes, self.taps):
       shape[a] = t.out
-    base = base.astype(np.int32).reshape(shape)
+    return base.astype(np.int32).reshape(shape)
+
+  def deltas(self, spatial: Sequence[int]) -> list[int]:
+    """Per window offset, its flat distance from the window's first position."""
+    strides = row_major_strides(spatial)
+    return [sum(j * t.dilation * st for j, t, st in zip(J, self.taps, strides))
+            for J in self.offsets]
+
+  def flat_index(self, off, spatial: Sequence[int]) -> jax.Array:
+    """Flat row-major input index of offset ``off`` of each output window."""
     delta = jnp.zeros(off.shape, jnp.int32)
-    for k, J in enumerate(self.offsets):
-      dk = sum(j * t.dilation * st for j, t, st in zip(J, self.taps, strides))
+    for k, dk in enumerate(self.deltas(spatial)):
       if dk:
         delta = jnp.where(off == k, np.int32(dk), delta)
-    return delta + base
+    return delta + self.origins(spatial)
 
   def offset_of(self, idx, spatial: Sequence[int]) -> jax.Array:
     """Inverse of :meth:`flat_index` for indices inside their own window."""
-    delta = idx - self.flat_index(jnp.zeros(idx.shape, jnp.int32), spatial)
-    strides = row_major_strides(spatial)
+    delta = idx - self.origins(spatial)
     off = jnp.zeros(idx.shape, jnp.int32)
-    for k, J in enumerate(self.offsets):
+    for k, dk in enumerate(self.deltas(spatial)):
       if k:
-        dk = sum(j * t.dilation * st for j, t, st in zip(J, self.taps, strides))
         off = jnp.where(delta == dk, np.int32(k), off)
     return off
-
-  def out_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
-    out = list(shape)
-    for a, t in zip(self.axes, self.taps):
-      out[a] = t.out
-    return tuple(out)
 
 
 # ----------------------------------------------------------------------------- selection
@@ -866,14 +866,10 @@ def _window_argmax(x: jax.Array, joint: _Joint, spatial: Sequence[int]):
   dtype = x.dtype
   x = x.astype(np.int8 if dtype == np.bool_ else _compute_dtype(dtype, "max"))
   fill = identity("max", x.dtype)
-  strides = row_major_strides(spatial)
-  ids = []
-  for J in joint.offsets:
-    idx = np.int32(0)
-    for a, t, j, st in zip(joint.axes, joint.taps, J, strides):
-      pos = lax.broadcasted_iota(np.int32, joint.out_shape(x.shape), a) * np.int32(t.stride)
-      idx = idx + (pos + np.int32(j * t.dilation)) * np.int32(st)
-    ids.append(idx)
+  origins = joint.origins(spatial)
+  parts = list(joint.slices(x, fill))
+  ids = [jnp.broadcast_to(origins + np.int32(dk), parts[0].shape)
+         for dk in joint.deltas(spatial)]
   nan = jnp.issubdtype(x.dtype, jnp.inexact)
 
   def first_max(a, b):
@@ -887,7 +883,7 @@ def _window_argmax(x: jax.Array, joint: _Joint, spatial: Sequence[int]):
     take = later | (same & (ib < ia))
     return lax.select(take, vb, va), lax.select(take, ib, ia)
 
-  values, idx = lax.reduce((jnp.stack(list(joint.slices(x, fill))), jnp.stack(ids)),
+  values, idx = lax.reduce((jnp.stack(parts), jnp.stack(ids)),
                            (fill, _NO_INDEX), first_max, (0,))
   return values.astype(dtype), idx
 
