@@ -13,96 +13,22 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxpool import _geometry as geo
-
-
-def _batching_numbers(ndim: int, axis: int):
-  """Every axis but ``axis`` is a batching dimension (as in ``vmap``, without transposes)."""
-  others = tuple(a for a in range(ndim) if a != axis)
-  return others, (axis,)
-
-
-def _scatter_batched(v: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
-  """``out[..., idx[..., n, ...], ...] = v[..., n, ...]`` per slice of the other axes."""
-  batch, axis_t = _batching_numbers(v.ndim, axis)
-  dn = jax.lax.ScatterDimensionNumbers(
-      update_window_dims=(), inserted_window_dims=axis_t, scatter_dims_to_operand_dims=axis_t,
-      operand_batching_dims=batch, scatter_indices_batching_dims=batch)
-  shape = v.shape[:axis] + (m,) + v.shape[axis + 1:]
-  # lax.scatter does not wrap negative indices: FILL_OR_DROP drops every index outside
-  # [0, m) (jnp's .at[] would wrap them first).
-  return jax.lax.scatter(jnp.zeros(shape, v.dtype), idx[..., None], v, dn,
-                         mode=jax.lax.GatherScatterMode.FILL_OR_DROP)
-
-
-def _gather_batched(g: jax.Array, idx: jax.Array, axis: int) -> jax.Array:
-  batch, axis_t = _batching_numbers(g.ndim, axis)
-  dn = jax.lax.GatherDimensionNumbers(
-      offset_dims=(), collapsed_slice_dims=axis_t, start_index_map=axis_t,
-      operand_batching_dims=batch, start_indices_batching_dims=batch)
-  return jax.lax.gather(g, idx[..., None], dn, (1,) * g.ndim,
-                        mode=jax.lax.GatherScatterMode.FILL_OR_DROP, fill_value=0)
-
-
-def _flat_positions(idx: jax.Array, m: int, axis: int) -> jax.Array:
-  """Each index as a position in the whole flattened output, ``(n, 1)``; -1 if invalid."""
-  pre, post = math.prod(idx.shape[:axis]), math.prod(idx.shape[axis + 1:])
-  shape = (pre, idx.shape[axis], post)
-  i = idx.reshape(shape)
-  outer = jax.lax.broadcasted_iota(np.int32, shape, 0)
-  inner = jax.lax.broadcasted_iota(np.int32, shape, 2)
-  flat = (outer * m + i) * post + inner
-  return jnp.where((i >= 0) & (i < m), flat, -1).reshape(-1, 1)
-
-
-_FLAT_SCATTER = jax.lax.ScatterDimensionNumbers(
-    update_window_dims=(), inserted_window_dims=(0,), scatter_dims_to_operand_dims=(0,))
-_FLAT_GATHER = jax.lax.GatherDimensionNumbers(
-    offset_dims=(), collapsed_slice_dims=(0,), start_index_map=(0,))
-
-
-def _scatter_flat(v: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
-  """The same scatter on the flattened output: one index component instead of ``ndim``."""
-  shape = v.shape[:axis] + (m,) + v.shape[axis + 1:]
-  out = jax.lax.scatter(jnp.zeros((math.prod(shape),), v.dtype), _flat_positions(idx, m, axis),
-                        v.reshape(-1), _FLAT_SCATTER,
-                        mode=jax.lax.GatherScatterMode.FILL_OR_DROP)
-  return out.reshape(shape)
-
-
-def _gather_flat(g: jax.Array, idx: jax.Array, axis: int) -> jax.Array:
-  pos = _flat_positions(idx, g.shape[axis], axis)
-  out = jax.lax.gather(g.reshape(-1), pos, _FLAT_GATHER, (1,),
-                       mode=jax.lax.GatherScatterMode.FILL_OR_DROP, fill_value=0)
-  return out.reshape(idx.shape)
-
-
-@functools.cache
-def _one_cpu_device() -> bool:
-  try:
-    return len(jax.devices("cpu")) == 1
-  except RuntimeError:  # no CPU backend in this process (JAX_PLATFORMS excludes it)
-    return False
-
-
-def _per_backend(flat, batched, shape: tuple[int, ...], m: int, axis: int):
-  """``flat`` for a program compiled for a lone CPU device, ``batched`` for the rest.
-
-  XLA:CPU runs a scatter as one serial loop, and batching dimensions cost it an index
-  array ``ndim`` times larger (SegNet 2x2/2 unpool: 54-62 ms flat vs 76 ms batched). The
-  flat form is only safe where no SPMD partitioner can see it (a lone CPU device: the
-  partitioner would have to all-gather a flat scatter) and where every position fits in
-  int32.
-  """
-  if math.prod(shape[:axis] + (m,) + shape[axis + 1:]) >= 2**31 or not _one_cpu_device():
-    return batched
-  return lambda *args: jax.lax.platform_dependent(*args, cpu=flat, default=batched)
+from jaxpool._scatter import (
+  flat_spatial,
+  gather_batched,
+  gather_flat,
+  one_cpu_device,
+  per_backend,
+  scatter_batched,
+  scatter_flat,
+)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _unpool_scatter(v: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
-  return _per_backend(functools.partial(_scatter_flat, m=m, axis=axis),
-                      functools.partial(_scatter_batched, m=m, axis=axis),
-                      v.shape, m, axis)(v, idx)
+  return per_backend(functools.partial(scatter_flat, m=m, axis=axis),
+                     functools.partial(scatter_batched, m=m, axis=axis),
+                     v.shape, m, axis)(v, idx)
 
 
 def _unpool_fwd(v, idx, m, axis):
@@ -111,20 +37,14 @@ def _unpool_fwd(v, idx, m, axis):
 
 def _gather_at(g: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
   """``g`` (``m`` long on ``axis``) read at ``idx``; 0 for indices outside ``[0, m)``."""
-  return _per_backend(functools.partial(_gather_flat, axis=axis),
-                      functools.partial(_gather_batched, axis=axis),
-                      idx.shape, m, axis)(g, idx)
+  return per_backend(functools.partial(gather_flat, axis=axis),
+                     functools.partial(gather_batched, axis=axis),
+                     idx.shape, m, axis)(g, idx)
 
 
 def _unpool_bwd(m, axis, idx, g):
   # PyTorch's max_unpool backward: every value reads the cotangent at its index.
   return _gather_at(g, idx, m, axis), None
-
-
-def _flat_spatial(a: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-  """The spatial axes (contiguous in both layouts) merged into one, at ``axes[0]``."""
-  first, last = axes[0], axes[-1] + 1
-  return a.reshape(a.shape[:first] + (math.prod(a.shape[first:last]),) + a.shape[last:])
 
 
 _unpool_scatter.defvjp(_unpool_fwd, _unpool_bwd)
@@ -202,7 +122,7 @@ def _in_window_bwd(axes, window, stride, pads, size, idx, g):
   JAX's transpose of the compare-and-select reads all of it (SegNet: 7-10 ms vs 31 ms).
   """
   ok = _in_own_window(idx, axes, window, stride, pads, size)
-  picked = _gather_at(_flat_spatial(g, axes), _flat_spatial(idx, axes), math.prod(size),
+  picked = _gather_at(flat_spatial(g, axes), flat_spatial(idx, axes), math.prod(size),
                       axes[0])
   return jnp.where(ok, picked.reshape(idx.shape), np.zeros((), g.dtype)), None
 
@@ -330,11 +250,11 @@ def _scatter_or_select(values, idx, blocks, m: int, shape):
   axes, window, stride = blocks[:3]
 
   def scatter(v, i):
-    out = _unpool_scatter(_flat_spatial(v, axes), _flat_spatial(i, axes), m, axes[0])
+    out = _unpool_scatter(flat_spatial(v, axes), flat_spatial(i, axes), m, axes[0])
     return out.reshape(shape)
 
   if (not all(s >= k for s, k in zip(stride, window)) or math.prod(window) > _CHECK_MAX
-      or not _one_cpu_device()):
+      or not one_cpu_device()):
     return scatter(values, idx)
 
   def check_first(v, i):

@@ -14,12 +14,14 @@ from jaxpool import _geometry as geo
 from jaxpool._engine import select_pool, sum_pool
 
 _LOWERING = """
-  Lowering: the same standard HLO on CPU, GPU and TPU (nothing backend specific), chosen
-  per window geometry at trace time: small windows as strided slices of the input fused
-  in one loop per tile (padded border tiles, an unpadded interior, concatenated);
-  larger stride-1 or unpadded windows as separable slices; large windows as one
-  ``reduce_window`` per axis. Max/min of float16/bfloat16 run in float32 (exact).
-  Max/min gradients are pads, selects and a concatenate (no scatter); the avg/lp
+  Lowering: the same standard HLO on CPU, GPU and TPU, chosen per window geometry at
+  trace time: small windows as strided slices of the input fused in one loop per tile
+  (padded border tiles, an unpadded interior, concatenated); larger stride-1 or
+  unpadded windows as separable slices; large windows as one ``reduce_window`` per
+  axis. Max/min of float16/bfloat16 run in float32 (exact). Max/min gradients are
+  pads, selects and a concatenate (no scatter) on GPU, TPU and several devices; on a
+  lone CPU device, unpadded overlapping windows scatter-add the cotangent at each
+  window's first max instead (``lax.platform_dependent``; 2x faster there). The avg/lp
   gradient is a tiled pool of the cotangent. Plans were tuned on XLA:CPU
   (``benchmarks/README.md``)."""
 

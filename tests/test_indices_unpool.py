@@ -9,6 +9,7 @@ from test_window import CASES, IDS, _kw, _ref_args
 from util import LAYOUTS, from_layout, maybe_jit, randn, ties, to_layout
 
 import jaxpool
+from jaxpool import _scatter
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -268,7 +269,6 @@ def test_unpool_scatter_semantics(rng, data_format, dtype):
 def test_unpool_lowerings_agree(rng, axis):
   """The batched scatter/gather (GPU, TPU, several CPU devices) and the flattened one (a
   lone CPU device) give the same output and gradient, invalid indices included."""
-  from jaxpool import _unpool
 
   shape = [3, 4, 5]
   shape[axis] = 6
@@ -292,8 +292,8 @@ def test_unpool_lowerings_agree(rng, axis):
     want[tuple(dst)] = v[pos]
   g = randn(rng, want.shape)
   want_grad = np.where(ok, np.take_along_axis(g, np.clip(idx, 0, m - 1), axis), 0)
-  for scatter, gather in [(_unpool._scatter_batched, _unpool._gather_batched),
-                          (_unpool._scatter_flat, _unpool._gather_flat)]:
+  for scatter, gather in [(_scatter.scatter_batched, _scatter.gather_batched),
+                          (_scatter.scatter_flat, _scatter.gather_flat)]:
     np.testing.assert_array_equal(jax.jit(scatter, static_argnums=(2, 3))(v, idx, m, axis),
                                   want)
     np.testing.assert_array_equal(jax.jit(gather, static_argnums=2)(g, idx, axis), want_grad)
