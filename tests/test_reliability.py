@@ -106,7 +106,7 @@ def test_large_window_program_size_is_flat():
 
   small, large, larger = sizes(25), sizes(28), sizes(64)
   assert small == large == larger, (small, large, larger)
-  assert max(small) < 100, small
+  assert max(small) < 150, small  # the gradient holds both per-backend lowerings
 
 
 def test_large_overlapping_window_values_use_one_reduction():
