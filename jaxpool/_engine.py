@@ -794,11 +794,17 @@ def _select_pool_bwd(axes, taps, kind, residual, g):
     return (lone_cpu(functools.partial(_scatter_add_back, axes=axes, taps=taps),
                      joint.scatter_back, math.prod(_input_shape(g.shape, axes, taps)))(g, off),)
   chain = functools.partial(_chain_scatter_back, axes=axes, taps=taps, kind=kind)
-  reads = math.prod(t.out * t.window for t in taps)
-  if reads > 2 * math.prod(t.size for t in taps) or not all(map(_reads_no_padding, taps)):
+  if not _chain_scatters(taps):
     return (chain(residual, g=g),)
   return (lone_cpu(functools.partial(_chain_scatter_add, axes=axes, taps=taps, kind=kind),
                    lambda x, g: chain(x, g=g), residual.size)(residual, g),)
+
+
+def _chain_scatters(taps: Sequence[AxisTaps]) -> bool:
+  """Large windows or adaptive bins that :func:`_chain_scatter_add` serves on a lone
+  CPU device: no padding read, each element read at most twice on average."""
+  reads = math.prod(t.out * t.window for t in taps)
+  return reads <= 2 * math.prod(t.size for t in taps) and all(map(_reads_no_padding, taps))
 
 
 def _reads_no_padding(t: AxisTaps) -> bool:
