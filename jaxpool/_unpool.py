@@ -17,7 +17,7 @@ from jaxpool._scatter import (
   flat_spatial,
   gather_batched,
   gather_flat,
-  one_cpu_device,
+  lone_cpu,
   per_backend,
   scatter_batched,
   scatter_flat,
@@ -253,12 +253,11 @@ def _scatter_or_select(values, idx, blocks, m: int, shape):
     out = _unpool_scatter(flat_spatial(v, axes), flat_spatial(i, axes), m, axes[0])
     return out.reshape(shape)
 
-  if (not all(s >= k for s, k in zip(stride, window)) or math.prod(window) > _CHECK_MAX
-      or not one_cpu_device()):
+  if not all(s >= k for s, k in zip(stride, window)) or math.prod(window) > _CHECK_MAX:
     return scatter(values, idx)
 
   def check_first(v, i):
     return jax.lax.cond(jnp.all(_in_own_window(i, *blocks)),
                         lambda v, i: _unpool_in_window(v, i, *blocks), scatter, v, i)
 
-  return jax.lax.platform_dependent(values, idx, cpu=check_first, default=scatter)
+  return lone_cpu(check_first, scatter, math.prod(shape))(values, idx)

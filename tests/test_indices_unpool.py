@@ -205,9 +205,7 @@ def test_unpool_default_checks_indices_first(rng, monkeypatch, geometry, use_jit
   """Without the promise, non-overlapping windows on a lone CPU device check the indices
   and take the scatter-free lowering only when all lie in their own window: both
   branches give the scatter's result and gradient (NumPy reference)."""
-  from jaxpool import _unpool
-
-  monkeypatch.setattr(_unpool, "one_cpu_device", lambda: True)  # whatever this process has
+  monkeypatch.setattr(_scatter, "one_cpu_device", lambda: True)  # whatever this process has
   size, window, stride, pads = geometry
   x = randn(rng, (2, 3) + size)
   kw = dict(window_shape=window, strides=stride, padding=pads, output_size=size,
