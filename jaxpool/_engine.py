@@ -645,11 +645,7 @@ class _Joint:
     nan = jnp.issubdtype(x.dtype, jnp.inexact)
     best = off = found = None
     for k, xs in enumerate(self.slices(x, identity(kind, x.dtype))):
-      real = None
-      for a, first, last in self.intervals[k]:
-        o = lax.broadcasted_iota(np.int32, xs.shape, a)
-        r = (o >= first) & (o <= last)
-        real = r if real is None else real & r
+      real = self.real_mask(k, xs.shape)
       if best is None:
         best, off, found = xs, jnp.zeros(xs.shape, jnp.int32), real
         continue
@@ -675,6 +671,16 @@ class _Joint:
     # cotangent once per offset instead of through every earlier select.
     terms = [jnp.where(off == k, part, zero) for k, part in enumerate(self.slices(e, zero))]
     return functools.reduce(jnp.add, terms)
+
+  def real_mask(self, k: int, shape: Sequence[int]) -> jax.Array | None:
+    """Over the output grid ``shape``: whether offset ``k`` reads a real element (None
+    where it always does)."""
+    real = None
+    for a, first, last in self.intervals[k]:
+      o = lax.broadcasted_iota(np.int32, shape, a)
+      r = (o >= first) & (o <= last)
+      real = r if real is None else real & r
+    return real
 
   def origins(self, spatial: Sequence[int]) -> np.ndarray:
     """Flat row-major input index of each output window's first (offset 0) position,
@@ -743,7 +749,7 @@ def _scatter_offsets(x, y, axes, taps, kind):
   :meth:`_Joint.first_max`, which only feeds the scatter's indices, so XLA computes it
   once (where it would recompute it in every phase-plane term)."""
   del y
-  return _Joint(x.ndim, axes, taps).first_max(x, kind)
+  return _first_max_offsets(x, axes, taps, kind)
 
 
 def _scatter_add_back(g, off, axes, taps):
@@ -752,8 +758,13 @@ def _scatter_add_back(g, off, axes, taps):
   phase planes (PyTorch in brackets): AlexNet max 3x3/2 on (64,27,27,64) 4.1 ms vs
   9.1 ms (2.5 ms); 3x3/1 on (32,35,35,192) 53 ms vs 106 ms (30 ms); 5x5/2 on
   (16,40,40,256) 29 ms vs 72 ms (7.9 ms)."""
+  idx = _Joint(g.ndim, axes, taps).flat_index(off, tuple(t.size for t in taps))
+  return _scatter_add_at(g, idx, axes, taps)
+
+
+def _scatter_add_at(g, idx, axes, taps):
+  """``g`` summed into zeros of the input's shape at flat spatial indices ``idx``."""
   spatial = tuple(t.size for t in taps)
-  idx = _Joint(g.ndim, axes, taps).flat_index(off, spatial)
   out = scatter_flat(flat_spatial(g, axes), flat_spatial(idx, axes), math.prod(spatial),
                      axes[0], add=True)
   return out.reshape(_input_shape(g.shape, axes, taps))
@@ -776,6 +787,14 @@ def _gradient_offsets(x, y, axes, taps, kind):
 def _tiles_first_max(joint: _Joint, taps: Sequence[AxisTaps]) -> bool:
   tiles = _tile_count(taps)
   return not joint.blocked and tiles > 1 and len(joint.offsets) * tiles <= TILED_MAX
+
+
+def _first_max_offsets(x, axes, taps, kind):
+  """:meth:`_Joint.first_max`, per :func:`tiled` tile where that is in budget."""
+  joint = _Joint(x.ndim, axes, taps)
+  if _tiles_first_max(joint, taps):
+    return _tiled_first_max(x, axes, taps, kind)
+  return joint.first_max(x, kind)
 
 
 def _tiled_first_max(x, axes, taps, kind):
@@ -821,12 +840,14 @@ def _chain_scatter_add(x, g, axes, taps, kind):
   element at most twice on average and never read padding: the chain measured faster
   for max 8x8/4 (20 ms vs 52 ms) and padded 7x7/2 p3 (35 ms vs 51 ms), where computing
   the indices costs more."""
+  return _scatter_add_at(g, _chain_flat_index(x, axes, taps, kind, g.shape), axes, taps)
+
+
+def _chain_flat_index(x, axes, taps, kind, out_shape) -> jax.Array:
+  """int32 flat spatial index of each window's first max (min), by :func:`select_chain`."""
   spatial = tuple(t.size for t in taps)
   _, (idx,) = select_chain(x, axes, taps, kind, [_iota(x.ndim, axes, spatial)])
-  idx = jnp.broadcast_to(idx, g.shape).astype(jnp.int32)
-  out = scatter_flat(flat_spatial(g, axes), flat_spatial(idx, axes), math.prod(spatial),
-                     axes[0], add=True)
-  return out.reshape(x.shape)
+  return jnp.broadcast_to(idx, out_shape).astype(jnp.int32)
 
 
 def _chain_scatter_back(x, axes, taps, kind, g):
@@ -909,14 +930,9 @@ def pool_with_indices(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps,
   values = select_pool(x, axes, taps, "max")
   xs = lax.stop_gradient(x)
   if _joint(taps):
-    if _tiles_first_max(joint, taps):
-      off = _tiled_first_max(xs, axes, taps, "max")
-    else:
-      off = joint.first_max(xs, "max")
-    idx = joint.flat_index(off, spatial)
-  else:
-    _, (idx,) = select_chain(xs, axes, taps, "max", [_iota(x.ndim, axes, spatial)])
-  return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)
+    idx = joint.flat_index(_first_max_offsets(xs, axes, taps, "max"), spatial)
+    return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)
+  return values, _chain_flat_index(xs, axes, taps, "max", values.shape)
 
 
 _NO_INDEX = np.int32(np.iinfo(np.int32).max)
