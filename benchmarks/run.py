@@ -92,7 +92,7 @@ def cases() -> list[Case]:
            lambda x: nn.avg_pool(x, (3, 3), (1, 1), pad1, count_include_pad=False),
            t(lambda x: F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)), backward=True),
       Case("global_avg", (64, 7, 7, 2048),
-           jaxpool.global_avg_pool,
+           lambda x: jaxpool.global_avg_pool(x, 2),
            lambda x: jnp.mean(x, axis=(1, 2)),
            t(lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1))),
       Case("alexnet_adaptive_avg_13to6", (64, 13, 13, 256),
@@ -374,6 +374,7 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--repeats", type=int, default=15)
   parser.add_argument("--only", nargs="*", help="run cases whose name contains any of these")
   parser.add_argument("--quick", action="store_true", help="5 repeats")
+  parser.add_argument("--backward", action="store_true", help="only the fwd+bwd cases")
   parser.add_argument("--rounds", type=int, default=1,
                       help="time every case in this many rounds of --repeats calls, spread "
                            "over the run (a slow spell of the machine then hits all cases)")
@@ -395,6 +396,7 @@ def main(argv=None) -> list[dict]:
         f"cpus={env['cpu_count']}")
   rng = np.random.default_rng(0)
   selected = [c for c in cases() if not args.only or any(s in c.name for s in args.only)]
+  selected = [c for c in selected if c.backward or not args.backward]
   rows = []
   if args.rounds == 1:  # one case at a time: only its inputs in memory
     for case in selected:

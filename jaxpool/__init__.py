@@ -17,6 +17,17 @@ from jaxpool._window import avg_pool, lp_pool, max_pool, min_pool
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+  """``jaxpool.linen`` and ``jaxpool.nnx`` load on first use: ``import jaxpool`` alone
+  does not import Flax."""
+  if name in ("linen", "nnx"):
+    import importlib
+
+    return importlib.import_module(f"jaxpool.{name}")
+  raise AttributeError(f"module 'jaxpool' has no attribute {name!r}")
+
+
 __all__ = [
     "adaptive_avg_pool",
     "adaptive_max_pool",

@@ -43,7 +43,7 @@ def bin_taps(size: int, out: int) -> geo.AxisTaps:
 
 def _geometry(fn: str, x, output_size, data_format, kinds: str):
   x = geo.as_array(fn, x, kinds=kinds)
-  size = geo.shape_tuple(fn, "output_size", output_size, 1, allow_none=True)
+  size = geo.shape_tuple(fn, "output_size", output_size, 1, allow_none=True, ndim=x.ndim)
   lay = geo.layout(fn, x.shape, len(size), data_format)
   spatial = lay.spatial_shape(x.shape)
   for i, n in enumerate(spatial):
@@ -158,5 +158,6 @@ def adaptive_max_pool_with_indices(x: ArrayLike, output_size, *,
 
 
 for _f in (adaptive_avg_pool, adaptive_max_pool, adaptive_max_pool_with_indices):
-  _f.__doc__ = _f.__doc__.replace("{shapes}", _SHAPES)
+  if _f.__doc__:  # None under python -OO
+    _f.__doc__ = _f.__doc__.replace("{shapes}", _SHAPES)
 del _f

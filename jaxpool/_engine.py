@@ -19,9 +19,10 @@ Max/min selection is row-major first-max (PyTorch's rule), found in one of two w
 * larger windows and adaptive bins (:func:`select_chain`): one axis at a time, last axis
   first, so the first maximum along each axis composes into the row-major first one.
 
-The offsets drive the max-pool VJP (:func:`select_pool`, a ``jax.custom_vjp``: pads,
-reshapes and selects, dilation supported; on a lone CPU device a scatter-add for
-unpadded overlapping windows) and the flat argmax indices of :func:`pool_with_indices`.
+The offsets drive the max-pool derivative (:func:`select_pool`, a ``jax.custom_jvp``
+whose tangent map is the transpose of the backward: pads, reshapes and selects, dilation
+supported; on a lone CPU device a scatter-add for unpadded overlapping windows) and the
+flat argmax indices of :func:`pool_with_indices`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 from jax import lax
 
 from jaxpool._geometry import AxisTaps, row_major_strides
+from jaxpool._linear import transpose, transposed_jvp
 from jaxpool._scatter import flat_spatial, lone_cpu, scatter_flat
 
 MAX_UNROLL = 16
@@ -364,18 +366,16 @@ def sum_pool(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
   return total if rule is None else _divide(total, divisor(x.ndim, axes, taps, *rule))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _mean_pool(x, axes, taps, rule):
+def _mean_values(x, axes, taps, rule):
   total = pool_values(x, axes, taps, "sum")
   return total if rule is None else _divide(total, divisor(x.ndim, axes, taps, *rule))
 
 
-@_mean_pool.defjvp
-def _mean_pool_jvp(axes, taps, rule, primals, tangents):
-  (x,), (t,) = primals, tangents
-  y = _mean_pool(x, axes, taps, rule)
-  back = functools.partial(_sum_pool_transpose, axes=axes, taps=taps, rule=rule)
-  return y, jax.linear_transpose(back, jax.ShapeDtypeStruct(y.shape, y.dtype))(t)[0]
+def _mean_backward(x, operands, y, axes, taps, rule):
+  return functools.partial(_sum_pool_transpose, axes=axes, taps=taps, rule=rule)
+
+
+_mean_pool = transposed_jvp(_mean_values, _mean_backward, static=3)
 
 
 def _transpose_taps(t: AxisTaps, r: int) -> tuple[int, AxisTaps] | None:
@@ -720,21 +720,15 @@ class _Joint:
 # ----------------------------------------------------------------------------- selection
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
-                 kind: str) -> jax.Array:
-  return pool_values(x, axes, taps, kind)
-
-
-def _select_pool_fwd(x, axes, taps, kind):
-  y = _select_pool(x, axes, taps, kind)  # itself: grad-of-grad differentiates this rule
+def _select_residual(x, y, axes, taps, kind):
+  """What the backward keeps of the forward: first-max offsets, or ``x`` for the chain."""
   if _joint(taps):
     if not _scatters_back(_Joint(x.ndim, axes, taps)):
-      return y, _gradient_offsets(x, y, axes, taps, kind)
-    return y, lone_cpu(functools.partial(_scatter_offsets, axes=axes, taps=taps, kind=kind),
-                       functools.partial(_gradient_offsets, axes=axes, taps=taps, kind=kind),
-                       x.size)(x, y)
-  return y, x
+      return _gradient_offsets(x, y, axes, taps, kind)
+    return lone_cpu(functools.partial(_scatter_offsets, axes=axes, taps=taps, kind=kind),
+                    functools.partial(_gradient_offsets, axes=axes, taps=taps, kind=kind),
+                    x.size)(x, y)
+  return x
 
 
 def _scatters_back(joint: _Joint) -> bool:
@@ -802,21 +796,28 @@ def _tiled_first_max(x, axes, taps, kind):
   return tiled(x, axes, taps, lambda xt, tt: _Joint(xt.ndim, axes, tt).first_max(xt, kind))
 
 
-def _select_pool_bwd(axes, taps, kind, residual, g):
+def _select_backward(x, operands, y, axes, taps, kind):
+  """The max/min VJP ``g -> dx``: each window's ``g`` to its first max."""
+  residual = _select_residual(x, y, axes, taps, kind)
   if _joint(taps):
-    joint, off = _Joint(g.ndim, axes, taps), residual
+    joint, off = _Joint(x.ndim, axes, taps), residual
     if joint.blocked:  # the reshape form's own transpose is one broadcast-and-select
-      shape = jax.ShapeDtypeStruct(_input_shape(g.shape, axes, taps), g.dtype)
-      return jax.linear_transpose(lambda t: joint.select(t, off), shape)(g)
+      return lambda g: transpose(lambda t: joint.select(t, off), x, g)
     if not _scatters_back(joint):
-      return (joint.scatter_back(g, off),)
-    return (lone_cpu(functools.partial(_scatter_add_back, axes=axes, taps=taps),
-                     joint.scatter_back, math.prod(_input_shape(g.shape, axes, taps)))(g, off),)
+      return lambda g: joint.scatter_back(g, off)
+    return lambda g: lone_cpu(functools.partial(_scatter_add_back, axes=axes, taps=taps),
+                              joint.scatter_back, x.size)(g, off)
   chain = functools.partial(_chain_scatter_back, axes=axes, taps=taps, kind=kind)
   if not _chain_scatters(taps):
-    return (chain(residual, g=g),)
-  return (lone_cpu(functools.partial(_chain_scatter_add, axes=axes, taps=taps, kind=kind),
-                   lambda x, g: chain(x, g=g), residual.size)(residual, g),)
+    return lambda g: chain(x, g=g)
+  return lambda g: lone_cpu(functools.partial(_chain_scatter_add, axes=axes, taps=taps,
+                                              kind=kind),
+                            lambda x, g: chain(x, g=g), x.size)(x, g)
+
+
+# Max/min pooling whose derivative routes each window's tangent from, and cotangent to,
+# its first max: the jvp transposes the fast VJP above (both modes, dilation supported).
+_select_pool = transposed_jvp(pool_values, _select_backward, static=3)
 
 
 def _chain_scatters(taps: Sequence[AxisTaps]) -> bool:
@@ -873,14 +874,13 @@ def _chain_scatter_back(x, axes, taps, kind, g):
     else:
       y = _reduce_axis(x, axis, t, kind, mode)
       off = _first_match(x, y, axis, t, kind, mode)
-    steps.append((axis, t, mode, x.shape, off))
+    steps.append((axis, t, mode, x, off))
     x = y
-  for axis, t, mode, shape, off in reversed(steps):
+  for axis, t, mode, xa, off in reversed(steps):
     if mode == "slices":
       g = _Joint(g.ndim, (axis,), (t,)).scatter_back(g, off)
     else:
-      select = functools.partial(_select, off=off, axis=axis, t=t, mode=mode)
-      g, = jax.linear_transpose(select, jax.ShapeDtypeStruct(shape, g.dtype))(g)
+      g = transpose(functools.partial(_select, off=off, axis=axis, t=t, mode=mode), xa, g)
   return g
 
 
@@ -891,19 +891,17 @@ def _input_shape(out_shape, axes, taps):
   return tuple(shape)
 
 
-_select_pool.defvjp(_select_pool_fwd, _select_pool_bwd)
-
-
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
                 kind: str) -> jax.Array:
   """Max/min pooling whose gradient sends each window's cotangent to its first max.
 
-  Values come from :func:`pool_values`. The VJP (``jax.custom_vjp``) keeps the first-max
-  offsets of each window as its residual and routes the cotangent with pads, reshapes
-  and selects, dilation supported (JAX's own max-pool VJP raises there); on a lone CPU
-  device unpadded overlapping windows scatter-add it (:func:`_scatter_add_back`).
-  Reverse mode only: ``jax.jvp`` of max/min pooling is not supported.
+  Values come from :func:`pool_values`. The derivative (a ``jax.custom_jvp``, see
+  :func:`jaxpool._linear.transposed_jvp`) keeps the first-max offsets of each window and
+  routes the cotangent with pads, reshapes and selects, dilation supported (JAX's own
+  max-pool VJP raises there); on a lone CPU device unpadded overlapping windows
+  scatter-add it (:func:`_scatter_add_back`). Its tangent map is the transpose of that
+  backward, so forward mode takes each window's tangent from its first max.
   """
   if jnp.issubdtype(x.dtype, jnp.inexact):
     return _select_pool(x, axes, taps, kind)
@@ -974,26 +972,18 @@ def _window_argmax(x: jax.Array, joint: _Joint, spatial: Sequence[int]):
   return values.astype(dtype), idx
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _block_argmax(x, axes, taps, spatial):
-  """:func:`_window_argmax` whose values send their cotangent to the index."""
+def _block_argmax_values(x, axes, taps, spatial):
   return _window_argmax(x, _Joint(x.ndim, axes, taps), spatial)
 
 
-def _block_argmax_fwd(x, axes, taps, spatial):
-  values, idx = _block_argmax(x, axes, taps, spatial)
-  return (values, idx), idx
+def _block_argmax_backward(x, operands, out, axes, taps, spatial):
+  joint = _Joint(x.ndim, axes, taps)
+  off = joint.offset_of(out[1], spatial)
+  return lambda g: transpose(lambda t: joint.select(t, off), x, g)
 
 
-def _block_argmax_bwd(axes, taps, spatial, idx, cotangents):
-  g = cotangents[0]
-  joint = _Joint(g.ndim, axes, taps)
-  off = joint.offset_of(idx, spatial)
-  shape = jax.ShapeDtypeStruct(_input_shape(g.shape, axes, taps), g.dtype)
-  return jax.linear_transpose(lambda t: joint.select(t, off), shape)(g)
-
-
-_block_argmax.defvjp(_block_argmax_fwd, _block_argmax_bwd)
+# :func:`_window_argmax` whose values route their (co)tangent through the index.
+_block_argmax = transposed_jvp(_block_argmax_values, _block_argmax_backward, static=3)
 
 
 def _iota(ndim: int, axes: Sequence[int], spatial: Sequence[int]) -> jax.Array:

@@ -55,9 +55,19 @@ def int_tuple(fn: str, name: str, value: Any, d: int, minimum: int) -> tuple[int
 
 
 def shape_tuple(fn: str, name: str, value: Any, minimum: int = 1,
-                allow_none: bool = False) -> tuple[int | None, ...]:
-  """A non-empty sequence of ints (the length fixes the number of spatial dims)."""
-  if is_int(value) or not isinstance(value, Sequence) or isinstance(value, str) or not value:
+                allow_none: bool = False, ndim: int | None = None) -> tuple[int | None, ...]:
+  """A non-empty sequence of ints (the length fixes the number of spatial dims).
+
+  A bare int (PyTorch's shorthand) is refused: its meaning depends on a guess of the
+  number of spatial dims. The message shows the tuple to write for an input of ``ndim``
+  dims with one batch and one channel axis.
+  """
+  if is_int(value):
+    guess = (int(value),) * min(3, max(1, (ndim or 4) - 2))
+    raise TypeError(f"{fn}: {name} must be a sequence of ints, one per spatial dim (their "
+                    f"number is its length), got the bare int {value!r}; did you mean "
+                    f"{guess}?")
+  if not isinstance(value, Sequence) or isinstance(value, str) or not value:
     raise TypeError(f"{fn}: {name} must be a non-empty sequence of ints (its length is the "
                     f"number of spatial dims), got {value!r}.")
   out = []
@@ -282,7 +292,7 @@ def window_taps(fn: str, spatial: tuple[int, ...], window_shape: Any, strides: A
 def window_geometry(fn: str, shape: Sequence[int], window_shape: Any, strides: Any,
                     padding: Any, dilation: Any, ceil_mode: Any,
                     data_format: Any) -> tuple[Layout, tuple[AxisTaps, ...]]:
-  window = shape_tuple(fn, "window_shape", window_shape)
+  window = shape_tuple(fn, "window_shape", window_shape, ndim=len(shape))
   lay = layout(fn, shape, len(window), data_format)
   taps = window_taps(fn, lay.spatial_shape(shape), window, strides, padding, dilation,
                      ceil_mode)

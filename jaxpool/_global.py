@@ -12,15 +12,14 @@ from jaxpool._engine import select_pool
 
 
 def _spatial_layout(fn: str, x: jax.Array, num_spatial_dims, data_format) -> geo.Layout:
-  if num_spatial_dims is None:
-    if x.ndim < 3:
-      raise ValueError(f"{fn}: with num_spatial_dims=None the input needs a batch, a channel "
-                       f"and at least one spatial dim, got shape {x.shape}; pass "
-                       f"num_spatial_dims for unbatched input.")
-    num_spatial_dims = x.ndim - 2
+  """The layout for ``num_spatial_dims`` spatial dims, which must be given: the rank of
+  ``x`` cannot tell an unbatched ``(H, W, C)`` from a batch of sequences ``(N, L, C)``,
+  and under ``jax.vmap`` every example loses its batch axis."""
   if not geo.is_int(num_spatial_dims):
-    raise TypeError(f"{fn}: num_spatial_dims must be None or an int >= 1, got "
-                    f"{num_spatial_dims!r}.")
+    raise TypeError(f"{fn}: num_spatial_dims must be an int >= 1 (the number of spatial "
+                    f"dims of x, e.g. 2 for images), got {num_spatial_dims!r}; it is "
+                    f"required because the rank of x (shape {x.shape}) cannot tell "
+                    f"batch axes from spatial ones.")
   if num_spatial_dims < 1:
     raise ValueError(f"{fn}: num_spatial_dims must be >= 1, got {num_spatial_dims}.")
   return geo.layout(fn, x.shape, int(num_spatial_dims), data_format)
@@ -34,7 +33,7 @@ def _finish(y: jax.Array, axes, keepdims: bool) -> jax.Array:
   return y if keepdims else jnp.squeeze(y, axis=tuple(axes))
 
 
-def global_avg_pool(x: ArrayLike, num_spatial_dims: int | None = None, *,
+def global_avg_pool(x: ArrayLike, num_spatial_dims: int, *,
                     keepdims: bool = False, data_format: str = "channels_last") -> jax.Array:
   """Mean over every spatial dim.
 
@@ -43,9 +42,10 @@ def global_avg_pool(x: ArrayLike, num_spatial_dims: int | None = None, *,
 
   Args:
     x: floating input (float32 accumulation for float16/bfloat16).
-    num_spatial_dims: how many trailing (or, channels_last, pre-channel) axes are
-      spatial; ``None`` means every axis but the first (batch) and the channel axis.
-      Give it for unbatched or multi-batch-axis input.
+    num_spatial_dims: how many axes next to the channel axis are spatial (2 for
+      images). Required: the rank of ``x`` cannot tell an unbatched ``(H, W, C)`` from
+      a batch of sequences ``(N, L, C)``, and under ``jax.vmap`` each example has no
+      batch axis.
     keepdims: keep the reduced dims as size 1.
     data_format: ``"channels_last"`` (default) or ``"channels_first"``.
 
@@ -56,8 +56,10 @@ def global_avg_pool(x: ArrayLike, num_spatial_dims: int | None = None, *,
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
-    >>> jaxpool.global_avg_pool(jnp.ones((2, 7, 7, 3))).shape
+    >>> jaxpool.global_avg_pool(jnp.ones((2, 7, 7, 3)), 2).shape
     (2, 3)
+    >>> jaxpool.global_avg_pool(jnp.ones((7, 7, 3)), 2).shape  # unbatched
+    (3,)
   """
   fn = "global_avg_pool"
   x = geo.as_array(fn, x)
@@ -73,7 +75,7 @@ def global_avg_pool(x: ArrayLike, num_spatial_dims: int | None = None, *,
     return _finish(y.reshape(lay.with_spatial(x.shape, (1,) * d)), lay.spatial_axes, keepdims)
 
 
-def global_max_pool(x: ArrayLike, num_spatial_dims: int | None = None, *,
+def global_max_pool(x: ArrayLike, num_spatial_dims: int, *,
                     keepdims: bool = False, data_format: str = "channels_last") -> jax.Array:
   """Max over every spatial dim; arguments as :func:`global_avg_pool`.
 
@@ -87,7 +89,7 @@ def global_max_pool(x: ArrayLike, num_spatial_dims: int | None = None, *,
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
-    >>> jaxpool.global_max_pool(jnp.arange(8.).reshape(1, 2, 4, 1))
+    >>> jaxpool.global_max_pool(jnp.arange(8.).reshape(1, 2, 4, 1), 2)
     Array([[7.]], dtype=float32)
   """
   fn = "global_max_pool"
@@ -99,7 +101,7 @@ def global_max_pool(x: ArrayLike, num_spatial_dims: int | None = None, *,
     return _finish(y, lay.spatial_axes, keepdims)
 
 
-_OPS = ("max", "avg")
+_OPS = {"max": "max", "avg": "avg", "mean": "avg"}  # "mean": PyTorch's name
 
 
 def channel_pool(x: ArrayLike, op: str = "max", *, keepdims: bool = True,
@@ -113,11 +115,14 @@ def channel_pool(x: ArrayLike, op: str = "max", *, keepdims: bool = True,
 
   Args:
     x: input (``op="max"``: float, int or bool; ``op="avg"``: floating).
-    op: ``"max"`` or ``"avg"``.
+    op: ``"max"`` or ``"avg"`` (also spelled ``"mean"``, PyTorch's name). Ties in
+      ``"max"`` send the whole gradient to the first maximal channel, like
+      ``torch.max(x, dim=1)``; ``x.amax(dim=1)`` splits it evenly among them.
     keepdims: keep the channel axis as size 1 (default ``True``).
     data_format: ``"channels_last"`` (channel is the last axis) or ``"channels_first"``.
-    num_spatial_dims: only for ``channels_first``, where it locates the channel axis
-      (``ndim - 1 - num_spatial_dims``); ``None`` means axis 1 (one batch axis).
+    num_spatial_dims: required for ``channels_first``, where it locates the channel
+      axis (``ndim - 1 - num_spatial_dims``): the rank cannot tell an unbatched
+      ``(C, H, W)`` from a batched ``(N, C, L)``. Unused for ``channels_last``.
 
   Returns:
     The channel max or mean, same dtype. Max: NaN propagates, gradient to the first
@@ -132,18 +137,19 @@ def channel_pool(x: ArrayLike, op: str = "max", *, keepdims: bool = True,
     (Array([4., 3.], dtype=float32), Array([2.5, 2.5], dtype=float32))
   """
   fn = "channel_pool"
-  if op not in _OPS:
-    raise ValueError(f"{fn}: op must be one of {_OPS}, got {op!r}.")
+  if not isinstance(op, str) or op not in _OPS:
+    raise ValueError(f"{fn}: op must be one of {tuple(_OPS)}, got {op!r}.")
+  op = _OPS[op]
   x = geo.as_array(fn, x, kinds="any" if op == "max" else "float")
   keepdims = geo.check_bool(fn, "keepdims", keepdims)
   if data_format not in geo.DATA_FORMATS:
     raise ValueError(f"{fn}: data_format must be one of {geo.DATA_FORMATS}, got "
                      f"{data_format!r}.")
-  if data_format == "channels_last" or num_spatial_dims is None:
+  if data_format == "channels_last":
     if x.ndim < 2:
       raise ValueError(f"{fn}: input must have at least 2 dims (spatial and channel), got "
                        f"shape {x.shape}.")
-    axis = x.ndim - 1 if data_format == "channels_last" else 1
+    axis = x.ndim - 1
   else:
     axis = _spatial_layout(fn, x, num_spatial_dims, data_format).channel_axis
   with jax.named_scope(fn):

@@ -25,17 +25,33 @@ def _batching_numbers(ndim: int, axis: int):
 def scatter_batched(v: jax.Array, idx: jax.Array, m: int, axis: int,
                     add: bool = False) -> jax.Array:
   """``out[..., idx[..., n, ...], ...] = v[..., n, ...]`` per slice of the other axes
-  (``+=`` with ``add``)."""
-  batch, axis_t = _batching_numbers(v.ndim, axis)
-  dn = jax.lax.ScatterDimensionNumbers(
-      update_window_dims=(), inserted_window_dims=axis_t, scatter_dims_to_operand_dims=axis_t,
-      operand_batching_dims=batch, scatter_indices_batching_dims=batch)
+  (``+=`` with ``add``).
+
+  With several devices every other axis is a batching dimension, which keeps batch and
+  channel shards local under SPMD partitioning. A process with one device cannot be
+  partitioned, and there the other axes are addressed by iota coordinates instead:
+  ``checkify``'s bounds check of a scatter cannot read batching dimensions (it raises
+  ``IndexError``), while the partitioner all-gathers the iota form.
+  """
   shape = v.shape[:axis] + (m,) + v.shape[axis + 1:]
+  if one_device():
+    every = tuple(range(v.ndim))
+    dn = jax.lax.ScatterDimensionNumbers(
+        update_window_dims=(), inserted_window_dims=every, scatter_dims_to_operand_dims=every)
+    idx = jax.lax.concatenate(
+        [idx[..., None] if a == axis else
+         jax.lax.broadcasted_iota(idx.dtype, idx.shape + (1,), a) for a in every], v.ndim)
+  else:
+    batch, axis_t = _batching_numbers(v.ndim, axis)
+    dn = jax.lax.ScatterDimensionNumbers(
+        update_window_dims=(), inserted_window_dims=axis_t,
+        scatter_dims_to_operand_dims=axis_t, operand_batching_dims=batch,
+        scatter_indices_batching_dims=batch)
+    idx = idx[..., None]
   # lax.scatter does not wrap negative indices: FILL_OR_DROP drops every index outside
   # [0, m) (jnp's .at[] would wrap them first).
   op = jax.lax.scatter_add if add else jax.lax.scatter
-  return op(jnp.zeros(shape, v.dtype), idx[..., None], v, dn,
-            mode=jax.lax.GatherScatterMode.FILL_OR_DROP)
+  return op(jnp.zeros(shape, v.dtype), idx, v, dn, mode=jax.lax.GatherScatterMode.FILL_OR_DROP)
 
 
 def gather_batched(g: jax.Array, idx: jax.Array, axis: int) -> jax.Array:
@@ -79,6 +95,11 @@ def gather_flat(g: jax.Array, idx: jax.Array, axis: int) -> jax.Array:
   out = jax.lax.gather(g.reshape(-1), pos, _FLAT_GATHER, (1,),
                        mode=jax.lax.GatherScatterMode.FILL_OR_DROP, fill_value=0)
   return out.reshape(idx.shape)
+
+
+@functools.cache
+def one_device() -> bool:
+  return jax.device_count() == 1
 
 
 @functools.cache

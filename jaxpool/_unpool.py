@@ -9,10 +9,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 from jax.typing import ArrayLike
 
 from jaxpool import _geometry as geo
 from jaxpool._engine import _Joint
+from jaxpool._linear import transposed_jvp
 from jaxpool._scatter import (
   flat_spatial,
   gather_batched,
@@ -24,15 +26,10 @@ from jaxpool._scatter import (
 )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _unpool_scatter(v: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
+def _scatter(v: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
   return per_backend(functools.partial(scatter_flat, m=m, axis=axis),
                      functools.partial(scatter_batched, m=m, axis=axis),
                      v.shape, m, axis)(v, idx)
-
-
-def _unpool_fwd(v, idx, m, axis):
-  return _unpool_scatter(v, idx, m, axis), idx
 
 
 def _gather_at(g: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
@@ -42,16 +39,18 @@ def _gather_at(g: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
                      idx.shape, m, axis)(g, idx)
 
 
-def _unpool_bwd(m, axis, idx, g):
+def _scatter_backward(v, operands, y, m, axis):
   # PyTorch's max_unpool backward: every value reads the cotangent at its index.
-  return _gather_at(g, idx, m, axis), None
+  (idx,) = operands
+  return lambda g: _gather_at(g, idx, m, axis)
 
 
-_unpool_scatter.defvjp(_unpool_fwd, _unpool_bwd)
+# The unpool scatter; its derivative gathers at the indices (forward mode: the transpose,
+# a scatter-add, so tangents of values that share an index add up).
+_unpool_scatter = transposed_jvp(_scatter, _scatter_backward, operands=1, static=2)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _unpool_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
+def _select_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
                       window: tuple[int, ...], stride: tuple[int, ...],
                       pads: tuple[tuple[int, int], ...], size: tuple[int, ...]) -> jax.Array:
   """Scatter-free unpooling for non-overlapping windows (``stride >= window``).
@@ -61,7 +60,7 @@ def _unpool_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
   static flat index of every window position, then a reshape and a pad (or crop) to
   ``size``. Indices outside their window match nothing and are dropped. Plain
   element-wise HLO on every backend. The gradient gathers the cotangent at each index
-  that lies in its window (:func:`_in_window_bwd`).
+  that lies in its window (:func:`_in_window_backward`).
   """
   strides_flat = geo.row_major_strides(size)
   cand = np.zeros((), np.int64)
@@ -91,10 +90,6 @@ def _unpool_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
   return jax.lax.pad(out, zero, config)
 
 
-def _in_window_fwd(v, idx, axes, window, stride, pads, size):
-  return _unpool_in_window(v, idx, axes, window, stride, pads, size), idx
-
-
 def _in_own_window(idx, axes, window, stride, pads, size) -> jax.Array:
   """Whether each index is a real (unpadded) position of its own value's window.
 
@@ -115,18 +110,23 @@ def _in_own_window(idx, axes, window, stride, pads, size) -> jax.Array:
   return ok
 
 
-def _in_window_bwd(axes, window, stride, pads, size, idx, g):
+def _in_window_backward(v, operands, y, axes, window, stride, pads, size):
   """The exact transpose: each value reads the cotangent at its index when the index is
   a real position of its own window, else 0. A gather reads a quarter of ``g`` (2x2/2);
   JAX's transpose of the compare-and-select reads all of it (SegNet: 7-10 ms vs 31 ms).
   """
+  (idx,) = operands
   ok = _in_own_window(idx, axes, window, stride, pads, size)
-  picked = _gather_at(flat_spatial(g, axes), flat_spatial(idx, axes), math.prod(size),
-                      axes[0])
-  return jnp.where(ok, picked.reshape(idx.shape), np.zeros((), g.dtype)), None
+
+  def back(g):
+    picked = _gather_at(flat_spatial(g, axes), flat_spatial(idx, axes), math.prod(size),
+                        axes[0])
+    return jnp.where(ok, picked.reshape(idx.shape), np.zeros((), g.dtype))
+  return back
 
 
-_unpool_in_window.defvjp(_in_window_fwd, _in_window_bwd)
+_unpool_in_window = transposed_jvp(_select_in_window, _in_window_backward, operands=1,
+                                   static=5)
 
 
 def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None,
@@ -137,6 +137,22 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
   Shapes: ``values`` and ``indices`` are ``(*batch, *spatial_in, C)`` (or
   ``(*batch, C, *spatial_in)``); the output is ``(*batch, *spatial_out, C)``.
 
+  Indices that do not fit the output (outside ``[0, prod(spatial_out))``, as after an
+  odd-sized input unpooled to the default size) are an error wherever they can be seen:
+  a ``ValueError`` when the call runs eagerly on concrete indices, a ``checkify`` error
+  under :func:`jax.experimental.checkify.checkify`. **Inside plain** ``jit`` **they
+  cannot be checked, and their values are dropped.**
+
+  Lowering: one scatter (forward) and one gather (backward). On GPU and TPU (and on CPU
+  with several devices) their batch and channel axes are batching dimensions, so SPMD
+  partitioning along them needs no communication; with a single CPU device they run on
+  the flattened array, which XLA:CPU's serial scatter loop does faster, and for
+  non-overlapping windows a ``lax.cond`` first checks whether every index lies in its
+  own window and then skips the scatter (same result). With ``indices_in_window`` and
+  non-overlapping windows: one fused compare-and-select, a reshape and a pad instead,
+  on every backend; the backward is the same gather, masked to the indices that lie in
+  their window. Timings: ``benchmarks/README.md``.
+
   Args:
     values: pooled values (float, int or bool).
     indices: integer flat indices within each (batch, channel) slice's output spatial
@@ -145,39 +161,32 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
     window_shape, strides, padding: the pooling's arguments; they fix the default
       output size ``(in - 1) * stride - (lo + hi) + window`` per spatial dim. ``"SAME"``
       cannot be inverted without the input size: pass explicit pads and ``output_size``.
-    output_size: ``d`` ints (spatial only) that override the default; each must lie
-      strictly within ``default - stride`` and ``default + stride`` (PyTorch's rule).
+    output_size: ``d`` ints (spatial only), or the pooled input's full shape
+      (``x.shape``, as PyTorch takes ``x.size()``), that override the default; each
+      spatial size must lie strictly within ``default - stride`` and
+      ``default + stride`` (PyTorch's rule). Pass it whenever the pooled input's size
+      was not a multiple of the stride (15x17 pooled 2x2/2 unpools to 14x16 by
+      default).
     data_format: ``"channels_last"`` (default) or ``"channels_first"``.
     indices_in_window: promise that every index lies in the pooling window of its own
       value, as all indices from max pooling with the same ``window_shape``,
       ``strides`` and ``padding`` do (jaxpool's or PyTorch's) when ``output_size`` is
       the pooled input's spatial size. For non-overlapping windows (``strides >=
-      window_shape``, e.g. SegNet's 2x2/2) this selects a scatter-free lowering on every
-      backend (SegNet 2x2/2 on CPU: 25 ms vs 45 ms for the scatter, writing the output
-      included); an index outside its window is then dropped instead of written.
+      window_shape``, e.g. SegNet's 2x2/2) this selects the scatter-free lowering on
+      every backend; an index outside its window is then dropped instead of written.
       Overlapping windows use the scatter either way. Default ``False``: plain scatter
-      semantics (on a lone CPU device, non-overlapping windows check the indices first
-      and take the scatter-free lowering when all lie in their own window: 28 ms).
+      semantics.
 
   Returns:
     The unpooled array, the dtype of ``values``. Where several values share an index,
-    one of them is written (they are equal for indices from max pooling). Indices outside
-    ``[0, prod(spatial_out))`` cannot be checked under ``jit``: their values are dropped.
-    The gradient with respect to ``values`` gathers the cotangent at each index (as
-    PyTorch); ``indices`` get none.
+    one of them is written (they are equal for indices from max pooling). The
+    derivative with respect to ``values`` gathers the (co)tangent at each index (as
+    PyTorch's backward; in forward mode, tangents of values sharing an index add up);
+    ``indices`` get none.
 
   Raises:
-    ValueError, TypeError: bad arguments or mismatched shapes.
-
-  Lowering: one scatter (forward) and one gather (backward). On GPU and TPU (and on CPU
-  with several devices) their batch and channel axes are batching dimensions, so SPMD
-  partitioning along them needs no communication; with a single CPU device they run on the
-  flattened array, which XLA:CPU's serial scatter loop does faster (one index per update
-  instead of ``ndim``), and for non-overlapping windows a ``lax.cond`` first checks
-  whether every index lies in its own window and then skips the scatter (same result).
-  With ``indices_in_window`` and non-overlapping windows: one fused compare-and-select,
-  a reshape and a pad instead, on every backend; the backward is the same gather,
-  masked to the indices that lie in their window.
+    ValueError, TypeError: bad arguments, mismatched shapes, or (eagerly) indices
+    outside the output.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -213,15 +222,21 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
                        f"window {window}, stride {stride}, padding {pads}).")
   else:
     size = geo.shape_tuple(fn, "output_size", output_size)
+    if len(size) == values.ndim:  # the pooled input's full shape (PyTorch's x.size())
+      size = lay.spatial_shape(size)
     if len(size) != d:
-      raise ValueError(f"{fn}: output_size must have {d} entries (spatial dims only), got "
-                       f"{output_size!r}.")
+      raise ValueError(f"{fn}: output_size must have {d} entries (the spatial dims) or "
+                       f"{values.ndim} (the pooled input's shape), got {output_size!r}.")
     for i, (n, dflt, s) in enumerate(zip(size, default, stride)):
       if not dflt - s < n < dflt + s:
         raise ValueError(
             f"{fn}: output_size={tuple(size)} is out of range on spatial dim {i}: must be "
-            f"strictly between {dflt - s} and {dflt + s} (default {dflt}, stride {s}).")
+            f"strictly between {dflt - s} and {dflt + s} (default {dflt}, stride {s}), "
+            f"for values of spatial size {spatial_in} unpooled with window {window}, "
+            f"strides {stride} and padding {pads}; if output_size is right, the window, "
+            f"strides or padding may not match the pooling that produced the indices.")
   m = geo.spatial_volume(fn, size)
+  _check_indices(fn, indices, m, tuple(size))
   in_window = geo.check_bool(fn, "indices_in_window", indices_in_window)
   axes, idx = lay.spatial_axes, indices.astype(np.int32)
   blocks = (axes, window, stride, pads, tuple(size))
@@ -229,6 +244,23 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
     if in_window and all(s >= k for s, k in zip(stride, window)):
       return _unpool_in_window(values, idx, *blocks)
     return _scatter_or_select(values, idx, blocks, m, lay.with_spatial(values.shape, size))
+
+
+def _check_indices(fn: str, indices: jax.Array, m: int, size: tuple[int, ...]) -> None:
+  """Indices outside ``[0, m)``: a ``ValueError`` when they are concrete (an eager call),
+  a ``checkify`` error under ``checkify``; inside plain ``jit`` nothing can see them."""
+  hint = (f"the output's spatial volume is {m} (output size {size}); if the pooled input "
+          f"had an odd size, pass its shape as output_size=x.shape (PyTorch raises 'Found "
+          f"an invalid max index' here)")
+  if isinstance(indices, jax.core.Tracer):
+    checkify.debug_check(jnp.all((indices >= 0) & (indices < m)),
+                         f"{fn}: an index lies outside [0, {m}): {hint}.")
+    return
+  flat = np.asarray(indices).ravel()
+  bad = np.flatnonzero((flat < 0) | (flat >= m))
+  if bad.size:
+    raise ValueError(f"{fn}: indices must lie in [0, {m}), got {int(flat[bad[0]])} (and "
+                     f"{bad.size - 1} more outside): {hint}.")
 
 
 _CHECK_MAX = 32  # window positions compared per index by the check

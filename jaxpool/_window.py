@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
@@ -21,9 +22,10 @@ _LOWERING = """
   axis. Max/min of float16/bfloat16 run in float32 (exact). Max/min gradients are
   pads, selects and a concatenate (no scatter) on GPU, TPU and several devices; on a
   lone CPU device, unpadded overlapping windows scatter-add the cotangent at each
-  window's first max instead (``lax.platform_dependent``; 2x faster there). The avg/lp
-  gradient is a tiled pool of the cotangent. Plans were tuned on XLA:CPU
-  (``benchmarks/README.md``)."""
+  window's first max instead (``lax.platform_dependent``). The avg/lp gradient is a
+  tiled pool of the cotangent. Every derivative is a ``jax.custom_jvp`` whose tangent
+  map transposes into that backward, so both modes work. Plans were tuned on XLA:CPU
+  (timings: ``benchmarks/README.md``)."""
 
 
 def _minmax(fn: str, kind: str, x, window_shape, strides, padding, dilation, ceil_mode,
@@ -42,6 +44,8 @@ def max_pool(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *, dila
   Shapes: ``x`` is ``(*batch, *spatial, C)`` (``channels_last``) or
   ``(*batch, C, *spatial)`` (``channels_first``); ``*batch`` may be empty.
 
+{lowering}
+
   Args:
     x: input array (float, int or bool).
     window_shape: ``d`` ints, the window size per spatial dim.
@@ -59,15 +63,15 @@ def max_pool(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *, dila
     The pooled array, same dtype, spatial dims replaced by the output sizes. A window
     holding a NaN gives NaN. The gradient sends each window's cotangent to its first
     maximum in row-major window order (PyTorch CPU), also with dilation (where JAX's
-    own max-pool gradient raises). Reverse mode only (``grad``, ``vjp``, higher
-    orders); ``jax.jvp`` is not supported. For padded windows too large for the tiled
+    own max-pool gradient raises). Forward mode (``jvp``, ``jacfwd``, ``hessian``)
+    takes each window's tangent from that same element. For padded windows too large
+    for the tiled
     plan (window elements x border tiles > 128, e.g. 5x5/1 p2 or 3x3x3 p1), a window
     whose real elements all equal ``-inf`` may route its cotangent to padding (dropped),
     where PyTorch picks the first real element.
 
   Raises:
     ValueError, TypeError: bad arguments (named in the message), at trace time.
-  {lowering}
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -87,7 +91,8 @@ def min_pool(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *, dila
   Padding never wins the min (``+inf``, or the dtype's maximum). NaN propagates; the
   gradient goes to the first minimum in row-major window order. PyTorch has no
   min pooling; ``min_pool(x) == -max_pool(-x)`` for floats.
-  {lowering}
+
+{lowering}
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -107,6 +112,8 @@ def avg_pool(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *, dila
   Shapes as :func:`max_pool`. Sums accumulate in float32 for float16/bfloat16 (the
   output keeps the input dtype).
 
+{lowering}
+
   Args:
     x: floating input.
     window_shape, strides, padding, dilation, ceil_mode, data_format: as
@@ -124,7 +131,6 @@ def avg_pool(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *, dila
   Raises:
     ValueError, TypeError: bad arguments; integer input is a ``TypeError`` (as in
     PyTorch).
-  {lowering}
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -163,6 +169,8 @@ def lp_pool(x: ArrayLike, p: float, window_shape, strides=None, padding: Any = 0
   full window size); jaxpool deliberately sums the real elements only.
   As in PyTorch, ``x**p`` of a negative ``x`` with non-integer ``p`` is NaN.
 
+{lowering}
+
   Args:
     x: floating input.
     p: the norm degree, a finite float > 0 (``p=inf`` is :func:`max_pool`).
@@ -171,7 +179,6 @@ def lp_pool(x: ArrayLike, p: float, window_shape, strides=None, padding: Any = 0
 
   Returns:
     The pooled array, same dtype (float32 accumulation for float16/bfloat16).
-  {lowering}
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -192,12 +199,26 @@ def lp_pool(x: ArrayLike, p: float, window_shape, strides=None, padding: Any = 0
   xa = x.astype(geo.accum_dtype(x.dtype))
   p = float(p)
   with jax.named_scope(fn):
-    xp = lax.integer_pow(xa, int(p)) if p.is_integer() else xa ** np.array(p, xa.dtype)
+    xp = lax.integer_pow(xa, int(p)) if p.is_integer() else _power(xa, p)
     total = sum_pool(xp, lay.spatial_axes, taps)
-    out = total if p == 1 else total ** np.array(1 / p, xa.dtype)
+    out = total if p == 1 else _power(total, 1 / p)
     return out.astype(x.dtype)
 
 
+def _power(a: jax.Array, q: float) -> jax.Array:
+  """``a ** q`` whose derivative at ``a == 0`` is 0, not ``inf * 0 = NaN``.
+
+  A window of zeros (every window after a ReLU that kills it) has a zero sum, and
+  ``d/da a**(1/p)`` is infinite there. PyTorch's ``lp_pool`` goes through
+  ``relu(abs(sum))``, whose derivative at 0 is 0: so does this. Negative ``a`` keeps
+  ``a ** q`` (NaN for non-integer ``q``), as PyTorch.
+  """
+  zero = a == 0
+  safe = jnp.where(zero, np.ones((), a.dtype), a)
+  return jnp.where(zero, np.zeros((), a.dtype), safe ** np.array(q, a.dtype))
+
+
 for _f in (max_pool, min_pool, avg_pool, lp_pool):
-  _f.__doc__ = _f.__doc__.replace("{lowering}", _LOWERING.strip("\n"))
+  if _f.__doc__:  # None under python -OO
+    _f.__doc__ = _f.__doc__.replace("{lowering}", _LOWERING.strip("\n"))
 del _f

@@ -140,7 +140,7 @@ class AdaptiveMaxPool(AdaptiveAvgPool):
 class GlobalAvgPool(nn.Module):
   """Equivalent to partial application of :func:`jaxpool.global_avg_pool`."""
 
-  num_spatial_dims: int | None = None
+  num_spatial_dims: int
   keepdims: bool = False
   data_format: str = "channels_last"
 

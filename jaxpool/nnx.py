@@ -158,7 +158,7 @@ class GlobalAvgPool(_Pool):
 
   _arg_names = ("num_spatial_dims", "keepdims", "data_format")
 
-  def __init__(self, num_spatial_dims: int | None = None, *, keepdims: bool = False,
+  def __init__(self, num_spatial_dims: int, *, keepdims: bool = False,
                data_format: str = "channels_last"):
     self._set(locals())
 

@@ -4,7 +4,9 @@
 
 For every public function and its VJP: inputs sharded along batch or channels compile to
 programs with no collectives and match the unsharded result; inputs sharded along a
-spatial axis give the right result (XLA may communicate there: windows cross shards).
+spatial axis give the right result (XLA may communicate there: windows cross shards);
+``jax.vmap`` of the function inside ``jax.shard_map`` (default ``check_vma``), forward and
+gradient, matches the unsharded computation.
 """
 
 import json
@@ -45,8 +47,8 @@ FUNCTIONS = {
     "adaptive_max_pool": (lambda x: jaxpool.adaptive_max_pool(x, (5, 7)), True),
     "adaptive_max_pool_with_indices": (
         lambda x: jaxpool.adaptive_max_pool_with_indices(x, (5, 7)), False),
-    "global_avg_pool": (jaxpool.global_avg_pool, True),
-    "global_max_pool": (jaxpool.global_max_pool, True),
+    "global_avg_pool": (lambda x: jaxpool.global_avg_pool(x, 2), True),
+    "global_max_pool": (lambda x: jaxpool.global_max_pool(x, 2), True),
     "channel_pool_spatial": (lambda x: jaxpool.channel_pool(x, "max"), True),
 }
 
@@ -80,6 +82,36 @@ def check(name, fn, differentiable, x, sharding, axis_name, expect_no_collective
           "expect_no_collectives": expect_no_collectives}
 
 
+def check_shard_map(name, fn, differentiable, x, mesh):
+  """``jax.vmap`` of the op inside ``shard_map`` (default ``check_vma``), the batch
+  sharded: forward and gradient match the unsharded computation."""
+  def first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+  g = np.random.default_rng(2).standard_normal(
+      first(jax.eval_shape(jax.vmap(fn), x)).shape).astype(np.float32)
+
+  def step(v, w):
+    out = jax.vmap(fn)(v)
+    if not differentiable:
+      return out
+    return out, jax.grad(lambda u: jnp.sum(w * first(jax.vmap(fn)(u))))(v)
+
+  sharded = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P("d"), P("d")),
+                                  out_specs=P("d")))
+  batch = NamedSharding(mesh, P("d"))
+  try:
+    got = sharded(jax.device_put(x, batch), jax.device_put(g, batch))
+  except Exception as e:  # reported as a failed check, with its message
+    return {"fn": name, "sharded": "shard_map", "correct": False, "collectives": [],
+            "expect_no_collectives": False, "error": f"{type(e).__name__}: {e}"[:300]}
+  want = step(x, g)
+  ok = all(np.allclose(a, b, rtol=1e-6, atol=1e-6) for a, b in
+           zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True))
+  return {"fn": name, "sharded": "shard_map", "correct": bool(ok), "collectives": [],
+          "expect_no_collectives": False}
+
+
 def _spec_like(spec, ndim):
   """The input's batch/channel sharding, fitted to an output of ``ndim`` dims."""
   spec = tuple(spec) + (None,) * (4 - len(tuple(spec)))
@@ -107,6 +139,7 @@ def main():
       if name.startswith("global") and axis_name == "spatial":
         strict = False
       results.append(check(name, fn, diff, x, NamedSharding(mesh, spec), axis_name, strict))
+    results.append(check_shard_map(name, fn, diff, x, mesh))
   for r in results:
     print(json.dumps(r))
   sys.stdout.flush()

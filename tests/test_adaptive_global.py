@@ -121,8 +121,8 @@ def test_program_size_does_not_grow_with_output_size(fn):
 def test_global_pools(rng, data_format, keepdims):
   x_cf = randn(rng, (2, 3, 5, 4, 6))
   x = to_layout(x_cf, data_format)
-  avg = jaxpool.global_avg_pool(x, keepdims=keepdims, data_format=data_format)
-  mx = jaxpool.global_max_pool(x, keepdims=keepdims, data_format=data_format)
+  avg = jaxpool.global_avg_pool(x, 3, keepdims=keepdims, data_format=data_format)
+  mx = jaxpool.global_max_pool(x, 3, keepdims=keepdims, data_format=data_format)
   want_avg = x_cf.astype(np.float64).mean(axis=(2, 3, 4))
   want_max = x_cf.max(axis=(2, 3, 4))
   if keepdims:
@@ -143,7 +143,7 @@ def test_global_unbatched_and_num_spatial_dims(rng):
 
 def test_global_max_grad_goes_to_first_max():
   x = jnp.array([[[1.0], [3.0]], [[3.0], [0.0]]])[None]  # (1, 2, 2, 1), a tie at 3
-  g = jax.grad(lambda v: jnp.sum(jaxpool.global_max_pool(v)))(x)
+  g = jax.grad(lambda v: jnp.sum(jaxpool.global_max_pool(v, 2)))(x)
   np.testing.assert_array_equal(g[0, :, :, 0], [[0, 1], [0, 0]])
 
 
@@ -153,12 +153,14 @@ def test_channel_pool(rng, data_format):
   x = to_layout(x_cf, data_format)
   for op, want in (("max", x_cf.max(axis=1, keepdims=True)),
                    ("avg", x_cf.mean(axis=1, keepdims=True))):
-    y = jaxpool.channel_pool(x, op, data_format=data_format)
+    y = jaxpool.channel_pool(x, op, data_format=data_format, num_spatial_dims=2)
     np.testing.assert_allclose(from_layout(y, data_format), want, rtol=1e-6)
-    y = jaxpool.channel_pool(x, op, keepdims=False, data_format=data_format)
+    y = jaxpool.channel_pool(x, op, keepdims=False, data_format=data_format,
+                             num_spatial_dims=2)
     np.testing.assert_allclose(y, want[:, 0], rtol=1e-6)
   # gradient of channel max: first maximum along the channel axis
-  g = jax.grad(lambda v: jnp.sum(jaxpool.channel_pool(v, data_format=data_format)))(x)
+  g = jax.grad(lambda v: jnp.sum(jaxpool.channel_pool(v, data_format=data_format,
+                                                      num_spatial_dims=2)))(x)
   g = from_layout(g, data_format)
   first = (x_cf == x_cf.max(axis=1, keepdims=True)).argmax(axis=1)
   np.testing.assert_array_equal(g.argmax(axis=1), first)

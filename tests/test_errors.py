@@ -19,7 +19,8 @@ CASES = {
              r"at least 3 dims .* got shape \(8, 8\)"),
     # window_shape
     "window_type": (lambda: jaxpool.max_pool(X, 2), TypeError,
-                    r"window_shape must be a non-empty sequence of ints.* got 2"),
+                    r"window_shape must be a sequence of ints, one per spatial dim .*got "
+                    r"the bare int 2; did you mean \(2, 2\)\?"),
     "window_zero": (lambda: jaxpool.avg_pool(X, (0, 2)), ValueError,
                     r"window_shape entries must be >= 1.*0 on spatial dim 0"),
     "window_float": (lambda: jaxpool.max_pool(X, (2.0, 2)), TypeError, r"window_shape must hold"),
@@ -90,25 +91,41 @@ CASES = {
         lambda: jaxpool.max_unpool(X[:, :4, :4], IDX, (2, 2), indices_in_window="yes"),
         TypeError, r"indices_in_window must be a bool, got 'yes'"),
     "unpool_output_size_len": (
-        lambda: jaxpool.max_unpool(X[:, :4, :4], IDX, (2, 2), output_size=(2, 8, 8, 3)),
-        ValueError, r"output_size must have 2 entries \(spatial dims only\)"),
+        lambda: jaxpool.max_unpool(X[:, :4, :4], IDX, (2, 2), output_size=(8, 8, 3)),
+        ValueError, r"output_size must have 2 entries \(the spatial dims\) or 4 \(the pooled "
+                    r"input's shape\), got \(8, 8, 3\)"),
+    "unpool_index_range": (
+        lambda: jaxpool.max_unpool(X[:, :4, :4], IDX + 64, (2, 2)), ValueError,
+        r"indices must lie in \[0, 64\), got 64 .*output_size=x.shape"),
+    "unpool_wrong_window": (
+        lambda: jaxpool.max_unpool(X[:, :4, :4], IDX, (3, 3), output_size=(8, 8)), ValueError,
+        r"window, strides or padding may not match the pooling that produced the indices"),
     "unpool_same": (lambda: jaxpool.max_unpool(X[:, :4, :4], IDX, (2, 2), padding="SAME"),
                     ValueError, r"padding='SAME' depends on the pooled input's size"),
     # adaptive / global / channel
     "adaptive_zero": (lambda: jaxpool.adaptive_avg_pool(X, (0, 2)), ValueError,
                       r"output_size entries must be >= 1, got output_size=\(0, 2\)"),
-    "adaptive_type": (lambda: jaxpool.adaptive_max_pool(X, 7), TypeError,
+    "adaptive_type": (lambda: jaxpool.adaptive_max_pool(X, "7"), TypeError,
                       r"output_size must be a non-empty sequence of ints"),
     "adaptive_rank": (lambda: jaxpool.adaptive_avg_pool(np.zeros((7, 7)), (1, 1)), ValueError,
                       r"at least 3 dims"),
-    "global_unbatched": (lambda: jaxpool.global_avg_pool(np.zeros((7, 3))), ValueError,
-                         r"pass num_spatial_dims for unbatched input"),
+    "global_missing_num_spatial": (lambda: jaxpool.global_avg_pool(np.zeros((7, 3))),
+                                   TypeError, r"num_spatial_dims"),
+    "global_none_num_spatial": (lambda: jaxpool.global_max_pool(X, None), TypeError,
+                                r"num_spatial_dims must be an int >= 1 .*got None"),
+    "channel_first_num_spatial": (
+        lambda: jaxpool.channel_pool(X, data_format="channels_first"), TypeError,
+        r"num_spatial_dims must be an int >= 1 .*got None"),
+    "bare_int_window": (lambda: jaxpool.max_pool(X, 3), TypeError,
+                        r"got the bare int 3; did you mean \(3, 3\)\?"),
+    "bare_int_adaptive": (lambda: jaxpool.adaptive_avg_pool(X, 1), TypeError,
+                          r"got the bare int 1; did you mean \(1, 1\)\?"),
     "global_num_spatial": (lambda: jaxpool.global_max_pool(X, 0), ValueError,
                            r"num_spatial_dims must be >= 1, got 0"),
-    "global_keepdims": (lambda: jaxpool.global_max_pool(X, keepdims=None), TypeError,
+    "global_keepdims": (lambda: jaxpool.global_max_pool(X, 2, keepdims=None), TypeError,
                         r"keepdims must be a bool"),
     "channel_op": (lambda: jaxpool.channel_pool(X, "sum"), ValueError,
-                   r"op must be one of \('max', 'avg'\), got 'sum'"),
+                   r"op must be one of \('max', 'avg', 'mean'\), got 'sum'"),
     "channel_avg_int": (lambda: jaxpool.channel_pool(X.astype(np.int8), "avg"), TypeError,
                         r"floating dtype"),
 }
@@ -137,7 +154,8 @@ def test_function_name_in_every_message():
   for name, (fn, exc, _) in CASES.items():
     with pytest.raises(exc) as info:
       fn()
-    assert str(info.value).split(":")[0] in {
+    # (Python's own message for a missing argument starts "global_avg_pool() missing")
+    assert str(info.value).split(":")[0].split("()")[0] in {
         "max_pool", "min_pool", "avg_pool", "lp_pool", "max_unpool", "adaptive_avg_pool",
         "adaptive_max_pool", "global_avg_pool", "global_max_pool", "channel_pool",
         "max_pool_with_indices"}, name

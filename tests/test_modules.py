@@ -25,8 +25,8 @@ SPECS = [
     ("MaxPoolWithIndices", dict(window_shape=(2, 2)), jaxpool.max_pool_with_indices, {}),
     ("AdaptiveAvgPool", dict(output_size=(3, 5)), jaxpool.adaptive_avg_pool, {}),
     ("AdaptiveMaxPool", dict(output_size=(None, 3)), jaxpool.adaptive_max_pool, {}),
-    ("GlobalAvgPool", dict(keepdims=True), jaxpool.global_avg_pool, {}),
-    ("GlobalMaxPool", dict(), jaxpool.global_max_pool, {}),
+    ("GlobalAvgPool", dict(num_spatial_dims=2, keepdims=True), jaxpool.global_avg_pool, {}),
+    ("GlobalMaxPool", dict(num_spatial_dims=2), jaxpool.global_max_pool, {}),
     ("ChannelPool", dict(op="avg"), jaxpool.channel_pool, {}),
     ("ChannelPool", dict(op="max", keepdims=False), jaxpool.channel_pool, {}),
 ]
@@ -108,7 +108,7 @@ def test_linen_inside_a_model_with_grad(rng):
     def __call__(self, x):
       x = nn.Conv(4, (3, 3))(x)
       x = L.MaxPool((3, 3), 2, 1, dilation=1)(x)
-      return L.GlobalAvgPool()(x).sum()
+      return L.GlobalAvgPool(2)(x).sum()
 
   x = randn(rng, (2, 8, 8, 3))
   params = Net().init(jax.random.key(0), x)

@@ -27,8 +27,8 @@ OPS = {
     "adaptive_max_pool": lambda x: jaxpool.adaptive_max_pool(x, (3, 5)),
     "adaptive_max_pool_with_indices": lambda x: jaxpool.adaptive_max_pool_with_indices(
         x, (3, 5)),
-    "global_avg_pool": jaxpool.global_avg_pool,
-    "global_max_pool": jaxpool.global_max_pool,
+    "global_avg_pool": lambda x: jaxpool.global_avg_pool(x, 2),
+    "global_max_pool": lambda x: jaxpool.global_max_pool(x, 2),
     "channel_pool_max": lambda x: jaxpool.channel_pool(x, "max"),
     "channel_pool_avg": lambda x: jaxpool.channel_pool(x, "avg"),
 }

@@ -20,7 +20,8 @@ def results():
 
 def test_every_function_and_layout_checked(results):
   fns = {r["fn"] for r in results}
-  assert len(fns) == 14 and len(results) == 41
+  assert len(fns) == 14 and len(results) == 41 + 14
+  assert len([r for r in results if r["sharded"] == "shard_map"]) == 14
 
 
 def test_batch_and_channel_sharding_needs_no_collectives(results):
@@ -31,3 +32,10 @@ def test_batch_and_channel_sharding_needs_no_collectives(results):
 
 def test_all_shardings_match_unsharded(results):
   assert [r for r in results if not r["correct"]] == []
+
+
+def test_shard_map_forward_and_gradient(results):
+  """vmap of every op inside shard_map (default check_vma): forward and gradient run and
+  match the unsharded computation."""
+  done = [r for r in results if r["sharded"] == "shard_map"]
+  assert [r for r in done if "error" in r or not r["correct"]] == []

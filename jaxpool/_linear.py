@@ -1,0 +1,91 @@
+"""Linear maps, their transposes, and custom derivatives built from them.
+
+Every custom derivative in jaxpool is a ``jax.custom_jvp`` (forward mode, ``jacfwd``,
+``hessian`` and ``linearize`` work) whose tangent map is the transpose of a fast
+backward: reverse mode transposes the tangent map back into that backward.
+
+Inside ``shard_map`` (``check_vma=True``) every value carries the mesh axes it varies
+over, and a transpose must be typed with them: :func:`transpose` takes the input's type
+from a value of that type and casts the cotangent to the varying axes the map's output
+has. Outside ``shard_map`` both are no-ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+
+def _varying(a) -> frozenset:
+  """The manual mesh axes that ``a`` (a value or an abstract value) varies over."""
+  typeof = getattr(jax, "typeof", None)  # absent before JAX tracked varying axes
+  aval = a if isinstance(a, jax.ShapeDtypeStruct) or typeof is None else typeof(a)
+  mat = getattr(aval, "manual_axis_type", None)
+  if mat is not None:
+    return frozenset(mat.varying)
+  return frozenset(getattr(aval, "vma", None) or ())
+
+
+def vary_like(a: jax.Array, *refs) -> jax.Array:
+  """``a`` marked as varying over every manual mesh axis that any of ``refs`` varies over.
+
+  A value made from constants (``jnp.zeros``) does not vary; combining it with a value
+  that does is fine, but a transpose or a custom rule must state the type exactly.
+  """
+  names = frozenset().union(*map(_varying, refs)) - _varying(a)
+  if not names:
+    return a
+  names = tuple(sorted(names))
+  if hasattr(lax, "pcast"):
+    return lax.pcast(a, names, to="varying")
+  return lax.pvary(a, names)  # the same cast, before its rename
+
+
+def transpose(fn: Callable, like: jax.Array, ct: jax.Array) -> jax.Array:
+  """``fn``'s transpose applied to ``ct``, for ``fn`` linear in one input typed as ``like``.
+
+  ``like`` only lends its type (shape, dtype, varying axes); it is not read.
+  """
+  out = jax.eval_shape(fn, like)
+  return jax.linear_transpose(fn, like)(vary_like(ct, out))[0]
+
+
+def transposed_jvp(primal: Callable, backward: Callable, *, operands: int = 0,
+                   static: int = 0) -> Callable:
+  """A ``jax.custom_jvp`` of ``primal(x, *operands, *static)`` whose tangent map (in
+  ``x``) is the transpose of the linear map ``backward(x, operands, out, *static)``
+  returns (``g -> dx``, ``g`` shaped as the first output).
+
+  ``operands`` are integer arrays (indices) that get no derivative; ``static`` are
+  hashable arguments. ``primal`` returns one array, or a tuple whose entries after the
+  first are integer (no derivative). ``backward`` runs in the primal computation, so
+  what it reads of ``x`` and the outputs (offsets, indices) is computed once and kept
+  for reverse mode, as a ``custom_vjp``'s residual would be. Higher derivatives work:
+  the rule calls the rule-bearing function itself, and the tangent map is linear.
+  """
+  first = 1 + operands
+  rule = jax.custom_jvp(primal, nondiff_argnums=tuple(range(first, first + static)))
+
+  @rule.defjvp
+  def _jvp(*args):
+    statics, (primals, tangents) = args[:-2], args[-2:]
+    out = rule(*primals, *statics)
+    y = out[0] if isinstance(out, tuple) else out
+    if jnp.issubdtype(y.dtype, jnp.inexact):
+      dy = transpose(backward(primals[0], primals[1:], out, *statics), y, tangents[0])
+    else:
+      dy = _no_tangent(y)
+    if not isinstance(out, tuple):
+      return out, dy
+    return out, (dy, *map(_no_tangent, out[1:]))
+
+  return rule
+
+
+def _no_tangent(a) -> jax.Array:
+  """The (zero) tangent of an integer output, varying like it."""
+  return vary_like(np.zeros(a.shape, jax.dtypes.float0), a)
