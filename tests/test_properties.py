@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import jaxpool
 
-SETTINGS = settings(max_examples=20, deadline=None,
+SETTINGS = settings(max_examples=15, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 
