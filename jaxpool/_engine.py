@@ -196,13 +196,14 @@ def _values_plan(taps: Sequence[AxisTaps]) -> str:
 
   * at most 9 elements, or strided windows of at most ``JOINT_MAX``: :func:`tiled`
     strided slices of ``x`` itself, all offsets fused in one loop per tile, the tiles
-    concatenated (ResNet stem 3x3/2 p1: 7.9 ms vs 22 ms for ``reduce_window``; Inception
-    avg 3x3/1 p1: 4.5 ms vs 14 ms for padded shifted reads, which branch per element);
+    concatenated (faster than ``reduce_window`` and than padded shifted reads, which
+    branch per element);
   * unpadded stride-1 windows of at most ``SEPARABLE_MAX`` per axis: separable strided
-    slices, one axis at a time (sum 4x4/1: 5.6 ms vs 14 ms for ``reduce_window``s);
-  * otherwise one ``reduce_window`` per axis, first axis first (adaptive max 56 -> 5,
-    width 12 step 11: 2.0 ms vs 4.0 ms for separable slices and 2.6 ms last axis first;
-    YOLO SPPF 5x5/1 p2: 4.7 ms vs 6.8 ms; 8x8/1: 5.9 ms vs 13 ms).
+    slices, one axis at a time (faster than ``reduce_window``s there);
+  * otherwise one ``reduce_window`` per axis, first axis first (faster than separable
+    slices, or last axis first).
+
+  The measurements: ``benchmarks/README.md``, "Where the time goes".
   """
   size = math.prod(t.window for t in taps)
   small = size <= 9 or (size <= JOINT_MAX and any(t.stride > 1 for t in taps))
@@ -350,13 +351,12 @@ def sum_pool(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
 
   With regular windows the derivative is a ``jax.custom_jvp`` whose tangent map is
   the transpose of :func:`_sum_pool_transpose`: reverse mode transposes it back into
-  that function, a tiled pool of the cotangent with the divisor applied per tap
-  (Inception avg 3x3/1 p1 backward: 2.5 ms vs 25 ms for JAX's transpose of the
-  tiles, whose padded slices branch per element, and vs 17 ms with the divided
-  cotangent materialized first; ResNet-stem-shaped avg 3x3/2 p1: 39 ms vs 94 ms).
+  that function, a tiled pool of the cotangent with the divisor applied per tap (JAX's
+  transpose of the tiles pads slices that branch per element, and dividing first
+  materializes a copy; measurements in ``benchmarks/README.md``).
   Forward mode and ``vmap`` work as for any JAX function; higher derivatives too, the
   tangent map being linear. Unpadded strided windows (VGG 2x2/2, AlexNet's adaptive
-  13 -> 6) keep JAX's transpose, which measured faster there (2.0 ms vs 3.5 ms).
+  13 -> 6) keep JAX's transpose, which measured faster there.
   """
   axes, taps = tuple(axes), tuple(taps)
   strided = all(t.stride > 1 and _unpadded(t) for t in taps if not t.identity)
@@ -620,9 +620,9 @@ class _Joint:
       return jnp.min(jnp.where(hit, ids, np.int32(len(self.offsets))), axis=self.window_axes)
     if all(_unpadded(t) for t in self.taps):
       # A reduce over the stacked offsets, which XLA:CPU materializes once; the select
-      # chain below is fused into every backward term and recomputed there (AlexNet max
-      # 3x3/2 on 13x13x256: 9.3 ms vs 30 ms fwd+bwd; with padding, tiles do better: see
-      # _gradient_offsets). Cost: a bool temp of window x output.
+      # chain below is fused into every backward term and recomputed there (3x faster
+      # on AlexNet's max 3x3/2; with padding, tiles do better: see _gradient_offsets).
+      # Cost: a bool temp of window x output.
       hit = jnp.stack([_matches(xs, y) for xs in self.slices(x, fill)])
       ids = np.arange(len(self.offsets), dtype=np.int32).reshape((-1,) + (1,) * y.ndim)
       return jnp.min(jnp.where(hit, ids, np.int32(len(self.offsets))), axis=0)
@@ -635,8 +635,8 @@ class _Joint:
     """Offset id of each window's first max (or first NaN), in one compare chain.
 
     It does not read the pooled values: values and offsets are two independent fusions
-    over ``x``, neither waiting on the other (SegNet 2x2/2 values and indices: 11 ms vs
-    17 ms for matching against the max). Strict ``>`` keeps the first of equal elements,
+    over ``x``, neither waiting on the other (faster than matching against the max).
+    Strict ``>`` keeps the first of equal elements,
     a NaN wins over a number, padding never wins.
     """
     if x.dtype == np.bool_:
@@ -734,7 +734,7 @@ def _select_residual(x, y, axes, taps, kind):
 def _scatters_back(joint: _Joint) -> bool:
   """Overlapping (or gapped) unpadded windows: on a lone CPU device their backward is
   :func:`_scatter_add_back`. Padded windows keep the phase planes, which measured faster
-  there (ResNet stem fwd+bwd: 61 ms vs 86 ms, the scatter filling a 100 MB output)."""
+  there (on the ResNet stem the scatter's zero-filled output costs more)."""
   return not joint.blocked and all(_unpadded(t) for t in joint.taps)
 
 
@@ -748,10 +748,8 @@ def _scatter_offsets(x, y, axes, taps, kind):
 
 def _scatter_add_back(g, off, axes, taps):
   """PyTorch's max-pool backward on a lone CPU device: one scatter-add of ``g`` at each
-  window's first-max flat index (XLA:CPU's serial loop, deterministic). Fwd+bwd vs the
-  phase planes (PyTorch in brackets): AlexNet max 3x3/2 on (64,27,27,64) 4.1 ms vs
-  9.1 ms (2.5 ms); 3x3/1 on (32,35,35,192) 53 ms vs 106 ms (30 ms); 5x5/2 on
-  (16,40,40,256) 29 ms vs 72 ms (7.9 ms)."""
+  window's first-max flat index (XLA:CPU's serial loop, deterministic): about 2x
+  faster than the phase planes there (``benchmarks/README.md``)."""
   idx = _Joint(g.ndim, axes, taps).flat_index(off, tuple(t.size for t in taps))
   return _scatter_add_at(g, idx, axes, taps)
 
@@ -769,8 +767,7 @@ def _gradient_offsets(x, y, axes, taps, kind):
 
   Padded windows take it per :func:`tiled` tile (:func:`_tiled_first_max`), computed
   once, where an untiled chain is fused into, and recomputed by, every term of the
-  backward (max 3x3/1 p1 on (32,35,35,192), fwd+bwd: 31 ms vs 252 ms; ResNet stem:
-  79 ms vs 148 ms).
+  backward (2-8x faster fwd+bwd; ``benchmarks/README.md``).
   """
   joint = _Joint(x.ndim, axes, taps)
   if _tiles_first_max(joint, taps):
@@ -835,12 +832,10 @@ def _reads_no_padding(t: AxisTaps) -> bool:
 def _chain_scatter_add(x, g, axes, taps, kind):
   """Large unpadded windows and adaptive bins on a lone CPU device: the flat index of
   each first max (:func:`select_chain`, as the indices), then one scatter-add of ``g``
-  there. Fwd+bwd vs :func:`_chain_scatter_back` (PyTorch in brackets): adaptive max
-  56 -> 5 on (32,56,56,64) 12 ms vs 33-35 ms (3.3-3.7 ms); max 28x28 on (64,28,28,128)
-  6-8 ms vs 7-16 ms over five runs (12-23 ms). Used only where the windows read each
-  element at most twice on average and never read padding: the chain measured faster
-  for max 8x8/4 (20 ms vs 52 ms) and padded 7x7/2 p3 (35 ms vs 51 ms), where computing
-  the indices costs more."""
+  there (faster than :func:`_chain_scatter_back` for adaptive max 56 -> 5 and k=28).
+  Used only where the windows read each element at most twice on average and never
+  read padding: the chain measured faster for dense (8x8/4) and padded (7x7/2 p3)
+  windows, where computing the indices costs more (``benchmarks/README.md``)."""
   return _scatter_add_at(g, _chain_flat_index(x, axes, taps, kind, g.shape), axes, taps)
 
 
@@ -857,8 +852,7 @@ def _chain_scatter_back(x, axes, taps, kind, g):
   The forward chain's offsets are recomputed from ``x``; each strided-slice axis routes
   its cotangent with one-axis phase planes (:meth:`_Joint.scatter_back`), the reshape
   and gather axes with the transpose of their select. JAX's transpose of the whole chain
-  pads every slice's cotangent with interior padding: adaptive max 56 -> 5 backward
-  measured 170 ms that way on CPU.
+  pads every slice's cotangent with interior padding, several times slower on CPU.
   """
   steps = []
   for axis, t in reversed(list(zip(axes, taps))):
@@ -867,8 +861,7 @@ def _chain_scatter_back(x, axes, taps, kind, g):
     mode = _mode(t)
     if mode == "slices":
       # reduce_window and the offsets' forms are computed once; a max over slices
-      # would be fused into, and recomputed by, every consumer (adaptive max 56 -> 5
-      # fwd+bwd: 45 ms vs 68-74 ms)
+      # would be fused into, and recomputed by, every consumer
       y = _reduce_window_axis(x, axis, t, kind)
       off = _gradient_offsets(x, y, (axis,), (t,), kind)
     else:
@@ -916,7 +909,7 @@ def pool_with_indices(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps,
   Unpadded non-overlapping windows (SegNet's 2x2/2) take both from one variadic reduce
   (:func:`_block_argmax`). Elsewhere values and indices are two fusions over ``x``: the
   values as :func:`select_pool`, the indices from :meth:`_Joint.first_max` (per
-  :func:`tiled` tile where the windows are padded: ResNet stem 31 ms vs 79 ms untiled) or
+  :func:`tiled` tile where the windows are padded: faster than untiled) or
   from :func:`select_chain` for larger windows and adaptive bins.
   """
   if _joint(taps):
@@ -941,11 +934,10 @@ def _window_argmax(x: jax.Array, joint: _Joint, spatial: Sequence[int]):
 
   One variadic ``lax.reduce`` over the stacked window offsets carries (value, flat
   index); its comparator orders by value (NaN above all) and then by lower index, a total
-  order, so the result does not depend on XLA's reduction order. Values and indices of
-  SegNet's 2x2/2 on (16,128,128,64): 3.2 ms vs 5.5 ms as two fusions, which each read
-  the 67 MB input (XLA:CPU does not merge them). Used for unpadded non-overlapping
-  windows only: with overlapping or padded windows XLA:CPU materialises the stack
-  (ResNet stem: 340 ms).
+  order, so the result does not depend on XLA's reduction order. One read of the input
+  instead of two fusions that each read it (XLA:CPU does not merge them). Used for
+  unpadded non-overlapping windows only: with overlapping or padded windows XLA:CPU
+  materialises the stack.
   """
   dtype = x.dtype
   x = x.astype(np.int8 if dtype == np.bool_ else _compute_dtype(dtype, "max"))

@@ -113,7 +113,7 @@ def _in_own_window(idx, axes, window, stride, pads, size) -> jax.Array:
 def _in_window_backward(v, operands, y, axes, window, stride, pads, size):
   """The exact transpose: each value reads the cotangent at its index when the index is
   a real position of its own window, else 0. A gather reads a quarter of ``g`` (2x2/2);
-  JAX's transpose of the compare-and-select reads all of it (SegNet: 7-10 ms vs 31 ms).
+  JAX's transpose of the compare-and-select reads all of it (3-4x slower on SegNet).
   """
   (idx,) = operands
   ok = _in_own_window(idx, axes, window, stride, pads, size)
@@ -272,8 +272,8 @@ def _scatter_or_select(values, idx, blocks, m: int, shape):
   When every index lies in its own window (as max pooling's indices do), the scatter's
   result equals :func:`_unpool_in_window`'s, which XLA:CPU's serial scatter loop cannot
   match: a ``lax.cond`` on that check (one pass over the int32 indices) takes the
-  compare-and-select then. SegNet 2x2/2 unpool on (16,64,64,64): 28 ms (check and
-  select) vs 45 ms for the scatter (25 ms with ``indices_in_window=True``, no check).
+  compare-and-select then (faster than the scatter on SegNet's 2x2/2, almost as fast
+  as ``indices_in_window=True``; ``benchmarks/README.md``).
   Elsewhere (GPU, TPU, several devices: the check's all-reduce would need a collective
   under SPMD) and for windows over ``_CHECK_MAX`` positions the scatter runs as it is.
   Under ``vmap`` the check is per example and ``cond`` becomes a select of both.
