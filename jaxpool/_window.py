@@ -65,10 +65,9 @@ def max_pool(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *, dila
     maximum in row-major window order (PyTorch CPU), also with dilation (where JAX's
     own max-pool gradient raises). Forward mode (``jvp``, ``jacfwd``, ``hessian``)
     takes each window's tangent from that same element. For padded windows too large
-    for the tiled
-    plan (window elements x border tiles > 128, e.g. 5x5/1 p2 or 3x3x3 p1), a window
-    whose real elements all equal ``-inf`` may route its cotangent to padding (dropped),
-    where PyTorch picks the first real element.
+    for the tiled plan (window elements x border tiles > 128, e.g. 5x5/1 p2 or 3x3x3
+    p1), a window whose real elements all equal ``-inf`` may route its cotangent to
+    padding (dropped), where PyTorch picks the first real element.
 
   Raises:
     ValueError, TypeError: bad arguments (named in the message), at trace time.
