@@ -164,7 +164,19 @@ def _unpool_only_case(torch, indices_in_window: bool = False) -> Case:
   return Case(name, (16, 64, 64, 64),
               lambda v: jaxpool.max_unpool(v, idx, (2, 2), indices_in_window=indices_in_window),
               None,
-              (lambda v: torch.nn.functional.max_unpool2d(v, tidx, 2)) if torch else None)
+              (lambda v: torch.nn.functional.max_unpool2d(v, _on(tidx, v.device), 2))
+              if torch else None)
+
+
+_ON_DEVICE: dict = {}
+
+
+def _on(t, device):
+  """``t`` on ``device``, copied once (benchmarks.backends runs PyTorch on a GPU)."""
+  key = (id(t), str(device))
+  if key not in _ON_DEVICE:
+    _ON_DEVICE[key] = t.to(device)
+  return _ON_DEVICE[key]
 
 
 def _sppf(pool):

@@ -75,9 +75,9 @@ def adaptive_avg_pool(x: ArrayLike, output_size, *,
   Raises:
     ValueError, TypeError: bad ``output_size``, rank or dtype.
 
-  Lowering: reshapes/strided slices and adds for equal bins, one static gather per
-  irregular axis; identical on CPU, GPU and TPU. The gradient of an irregular axis is
-  JAX's transpose of that gather (a scatter-add).
+  Lowering: bins that divide evenly are windows, lowered as :func:`jaxpool.avg_pool`'s
+  on each backend; each irregular axis is one static gather and a reduction, whose
+  gradient is JAX's transpose of that gather (a scatter-add), on every backend.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -110,7 +110,8 @@ def adaptive_max_pool(x: ArrayLike, output_size, *,
   Raises:
     ValueError, TypeError: bad ``output_size``, rank or dtype.
 
-  Lowering: as :func:`adaptive_avg_pool`, with max and select instead of add.
+  Lowering: as :func:`adaptive_avg_pool`, with max instead of add; the gradient of
+  irregular bins routes the cotangent one axis at a time to each bin's first max.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool

@@ -45,10 +45,11 @@ def max_pool_with_indices(x: ArrayLike, window_shape, strides=None, padding: Any
   Raises:
     ValueError: bad arguments, or a spatial volume too large for int32 indices.
 
-  Lowering: CPU, GPU and TPU alike: strided slices, compares and selects that carry a
-  window offset or a flat index (no variadic ``reduce_window``, which XLA:GPU lacks);
-  unpadded non-overlapping windows (SegNet's 2x2/2) take values and indices in one pass,
-  a variadic ``reduce`` over the stacked window offsets.
+  Lowering: values as :func:`jaxpool.max_pool` on each backend; indices from strided
+  slices, compares and selects that carry a window offset (one axis at a time for
+  windows over 32 elements). On CPU, unpadded non-overlapping windows (SegNet's 2x2/2)
+  take values and indices in one pass, a variadic ``reduce`` over the stacked window
+  offsets.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool

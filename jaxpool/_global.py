@@ -83,9 +83,8 @@ def global_max_pool(x: ArrayLike, num_spatial_dims: int, *,
   row-major order (not split among ties, unlike ``jnp.max``), like PyTorch's
   ``adaptive_max_pool(x, 1)``.
 
-  Lowering: as :func:`jaxpool.max_pool` with the whole spatial extent as one window
-  (strided slices or ``reduce_window``; first-max selects for the gradient), on every
-  backend.
+  Lowering: as :func:`jaxpool.max_pool` with the whole spatial extent as one window, on
+  each backend.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool

@@ -1,14 +1,14 @@
-"""Scatters and gathers along one axis, lowered per backend.
+"""Scatters and gathers along one axis, in three address forms.
 
-XLA:CPU runs a scatter as one serial loop, fastest on the flattened array (one index per
-update); SPMD partitioning wants explicit batching dimensions (every axis but the
-scattered one), which keep batch and channel shards local. :func:`per_backend` picks the
-flat form only for a program compiled for a lone CPU device.
+``flat``: one index into the flattened array (XLA:CPU's serial scatter loop is fastest
+so, and only a lone device may use it: the SPMD partitioner would all-gather it);
+``batched``: every other axis a batching dimension (keeps batch and channel shards local
+under SPMD); ``iota``: the other axes addressed by iota coordinates. Which one a program
+uses is the planner's choice (:mod:`jaxpool._engine.plan`).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -23,18 +23,18 @@ def _batching_numbers(ndim: int, axis: int):
 
 
 def scatter_batched(v: jax.Array, idx: jax.Array, m: int, axis: int,
-                    add: bool = False) -> jax.Array:
+                    add: bool = False, iota: bool = False) -> jax.Array:
   """``out[..., idx[..., n, ...], ...] = v[..., n, ...]`` per slice of the other axes
   (``+=`` with ``add``).
 
-  With several devices every other axis is a batching dimension, which keeps batch and
-  channel shards local under SPMD partitioning. A process with one device cannot be
-  partitioned, and there the other axes are addressed by iota coordinates instead:
-  ``checkify``'s bounds check of a scatter cannot read batching dimensions (it raises
-  ``IndexError``), while the partitioner all-gathers the iota form.
+  Every other axis is a batching dimension, which keeps batch and channel shards local
+  under SPMD partitioning; with ``iota`` they are addressed by iota coordinates instead
+  (for a process with one device, which cannot be partitioned: ``checkify``'s bounds
+  check of a scatter cannot read batching dimensions, while the partitioner all-gathers
+  the iota form).
   """
   shape = v.shape[:axis] + (m,) + v.shape[axis + 1:]
-  if one_device():
+  if iota:
     every = tuple(range(v.ndim))
     dn = jax.lax.ScatterDimensionNumbers(
         update_window_dims=(), inserted_window_dims=every, scatter_dims_to_operand_dims=every)
@@ -97,39 +97,21 @@ def gather_flat(g: jax.Array, idx: jax.Array, axis: int) -> jax.Array:
   return out.reshape(idx.shape)
 
 
-@functools.cache
-def one_device() -> bool:
-  return jax.device_count() == 1
+def scatter(v: jax.Array, idx: jax.Array, m: int, axis: int, address: str,
+            add: bool = False) -> jax.Array:
+  """``out[..., idx[..., n, ...], ...] = v[..., n, ...]`` (``+=`` with ``add``) into zeros
+  ``m`` long on ``axis``, indices outside ``[0, m)`` dropped, addressed as the plan's
+  ``address`` says (``"flat"``, ``"iota"`` or ``"batched"``)."""
+  if address == "flat":
+    return scatter_flat(v, idx, m, axis, add)
+  return scatter_batched(v, idx, m, axis, add, iota=address == "iota")
 
 
-@functools.cache
-def one_cpu_device() -> bool:
-  try:
-    return len(jax.devices("cpu")) == 1
-  except RuntimeError:  # no CPU backend in this process (JAX_PLATFORMS excludes it)
-    return False
-
-
-def per_backend(flat, batched, shape: tuple[int, ...], m: int, axis: int):
-  """``flat`` for a program compiled for a lone CPU device, ``batched`` for the rest.
-
-  XLA:CPU runs a scatter as one serial loop, and batching dimensions cost it an index
-  array ``ndim`` times larger (measurements: ``benchmarks/README.md``).
-  """
-  return lone_cpu(flat, batched, math.prod(shape[:axis] + (m,) + shape[axis + 1:]))
-
-
-def lone_cpu(cpu, default, size: int):
-  """``cpu`` in a program compiled for a lone CPU device, ``default`` elsewhere.
-
-  For flat scatters: only safe where no SPMD partitioner can see them (a lone CPU
-  device: the partitioner would have to all-gather a flat scatter) and where every
-  position (``size`` of them) fits in int32. The choice is ``lax.platform_dependent``'s,
-  made when the program is compiled for its backend.
-  """
-  if size >= 2**31 or not one_cpu_device():
-    return default
-  return lambda *args: jax.lax.platform_dependent(*args, cpu=cpu, default=default)
+def gather(g: jax.Array, idx: jax.Array, axis: int, address: str) -> jax.Array:
+  """``g`` read at ``idx`` along ``axis``; 0 for indices outside ``g``'s extent."""
+  if address == "flat":
+    return gather_flat(g, idx, axis)
+  return gather_batched(g, idx, axis)
 
 
 def flat_spatial(a: jax.Array, axes: tuple[int, ...]) -> jax.Array:

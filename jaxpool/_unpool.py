@@ -13,46 +13,33 @@ from jax.experimental import checkify
 from jax.typing import ArrayLike
 
 from jaxpool import _geometry as geo
-from jaxpool._engine import _Joint
+from jaxpool._engine import plan as planner
+from jaxpool._engine.dispatch import on_backends
+from jaxpool._engine.plan import Plan
+from jaxpool._engine.views import Windows
 from jaxpool._linear import transposed_jvp
-from jaxpool._scatter import (
-  flat_spatial,
-  gather_batched,
-  gather_flat,
-  lone_cpu,
-  per_backend,
-  scatter_batched,
-  scatter_flat,
-)
+from jaxpool._scatter import flat_spatial, gather, scatter
 
 
-def _scatter(v: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
-  return per_backend(functools.partial(scatter_flat, m=m, axis=axis),
-                     functools.partial(scatter_batched, m=m, axis=axis),
-                     v.shape, m, axis)(v, idx)
+def _scatter(v, idx, m: int, axis: int, address: str) -> jax.Array:
+  return scatter(v, idx, m, axis, address)
 
 
-def _gather_at(g: jax.Array, idx: jax.Array, m: int, axis: int) -> jax.Array:
-  """``g`` (``m`` long on ``axis``) read at ``idx``; 0 for indices outside ``[0, m)``."""
-  return per_backend(functools.partial(gather_flat, axis=axis),
-                     functools.partial(gather_batched, axis=axis),
-                     idx.shape, m, axis)(g, idx)
-
-
-def _scatter_backward(v, operands, y, m, axis):
+def _scatter_backward(v, operands, y, m, axis, address):
   # PyTorch's max_unpool backward: every value reads the cotangent at its index.
   (idx,) = operands
-  return lambda g: _gather_at(g, idx, m, axis)
+  return lambda g: gather(g, idx, axis, address)
 
 
 # The unpool scatter; its derivative gathers at the indices (forward mode: the transpose,
 # a scatter-add, so tangents of values that share an index add up).
-_unpool_scatter = transposed_jvp(_scatter, _scatter_backward, operands=1, static=2)
+_unpool_scatter = transposed_jvp(_scatter, _scatter_backward, operands=1, static=3)
 
 
 def _select_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
                       window: tuple[int, ...], stride: tuple[int, ...],
-                      pads: tuple[tuple[int, int], ...], size: tuple[int, ...]) -> jax.Array:
+                      pads: tuple[tuple[int, int], ...], size: tuple[int, ...],
+                      address: str) -> jax.Array:  # address: the backward's
   """Scatter-free unpooling for non-overlapping windows (``stride >= window``).
 
   Each value may only land in its own window, so the output, viewed as windows
@@ -90,27 +77,31 @@ def _select_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
   return jax.lax.pad(out, zero, config)
 
 
+def _unpool_taps(shape, axes, window, stride, pads, size) -> tuple[geo.AxisTaps, ...]:
+  """The pooling that produced ``shape``-shaped values, as taps over the output."""
+  return tuple(geo.AxisTaps(n, shape[a], k, s, 1, lo, hi)
+               for a, k, s, (lo, hi), n in zip(axes, window, stride, pads, size))
+
+
 def _in_own_window(idx, axes, window, stride, pads, size) -> jax.Array:
   """Whether each index is a real (unpadded) position of its own value's window.
 
-  Compares against each window position's flat index (:meth:`_Joint.origins` plus
-  :meth:`_Joint.deltas`, masked where that position is padding) instead of dividing the
-  index into coordinates: integer division measured 3x slower.
+  Compares against each window position's flat index (:meth:`Windows.origins` plus
+  :meth:`Windows.deltas`, masked where that position is padding) instead of dividing the
+  index into coordinates (integer division is slower).
   """
-  taps = [geo.AxisTaps(n, idx.shape[a], k, s, 1, lo, hi)
-          for a, k, s, (lo, hi), n in zip(axes, window, stride, pads, size)]
-  joint = _Joint(idx.ndim, axes, taps)
-  origins = joint.origins(size)
+  w = Windows(idx.ndim, axes, _unpool_taps(idx.shape, axes, window, stride, pads, size))
+  origins = w.origins(size)
   ok = None
-  for k, dk in enumerate(joint.deltas(size)):
+  for k, dk in enumerate(w.deltas(size)):
     hit = idx == origins + np.int32(dk)
-    real = joint.real_mask(k, idx.shape)
+    real = w.real_mask(k, idx.shape)
     hit = hit if real is None else hit & real
     ok = hit if ok is None else ok | hit
   return ok
 
 
-def _in_window_backward(v, operands, y, axes, window, stride, pads, size):
+def _in_window_backward(v, operands, y, axes, window, stride, pads, size, address):
   """The exact transpose: each value reads the cotangent at its index when the index is
   a real position of its own window, else 0. A gather reads a quarter of ``g`` (2x2/2);
   JAX's transpose of the compare-and-select reads all of it (3-4x slower on SegNet).
@@ -119,14 +110,13 @@ def _in_window_backward(v, operands, y, axes, window, stride, pads, size):
   ok = _in_own_window(idx, axes, window, stride, pads, size)
 
   def back(g):
-    picked = _gather_at(flat_spatial(g, axes), flat_spatial(idx, axes), math.prod(size),
-                        axes[0])
+    picked = gather(flat_spatial(g, axes), flat_spatial(idx, axes), axes[0], address)
     return jnp.where(ok, picked.reshape(idx.shape), np.zeros((), g.dtype))
   return back
 
 
 _unpool_in_window = transposed_jvp(_select_in_window, _in_window_backward, operands=1,
-                                   static=5)
+                                   static=6)
 
 
 def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None,
@@ -143,15 +133,15 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
   under :func:`jax.experimental.checkify.checkify`. **Inside plain** ``jit`` **they
   cannot be checked, and their values are dropped.**
 
-  Lowering: one scatter (forward) and one gather (backward). On GPU and TPU (and on CPU
-  with several devices) their batch and channel axes are batching dimensions, so SPMD
-  partitioning along them needs no communication; with a single CPU device they run on
-  the flattened array, which XLA:CPU's serial scatter loop does faster, and for
-  non-overlapping windows a ``lax.cond`` first checks whether every index lies in its
-  own window and then skips the scatter (same result). With ``indices_in_window`` and
-  non-overlapping windows: one fused compare-and-select, a reshape and a pad instead,
-  on every backend; the backward is the same gather, masked to the indices that lie in
-  their window. Timings: ``benchmarks/README.md``.
+  Lowering: one scatter (forward) and one gather (backward). With several devices their
+  batch and channel axes are batching dimensions, so SPMD partitioning along them needs
+  no communication; on a lone CPU device they run on the flattened array (XLA:CPU's
+  serial scatter loop is faster so), and for non-overlapping windows a ``lax.cond``
+  first checks whether every index lies in its own window and then skips the scatter
+  (same result). With ``indices_in_window`` and non-overlapping windows: one fused
+  compare-and-select, a reshape and a pad instead, on every backend; the backward is
+  the same gather, masked to the indices that lie in their window. Measurements:
+  ``benchmarks/README.md``.
 
   Args:
     values: pooled values (float, int or bool).
@@ -238,12 +228,10 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
   m = geo.spatial_volume(fn, size)
   _check_indices(fn, indices, m, tuple(size))
   in_window = geo.check_bool(fn, "indices_in_window", indices_in_window)
-  axes, idx = lay.spatial_axes, indices.astype(np.int32)
-  blocks = (axes, window, stride, pads, tuple(size))
+  blocks = (lay.spatial_axes, window, stride, pads, tuple(size))
   with jax.named_scope(fn):
-    if in_window and all(s >= k for s, k in zip(stride, window)):
-      return _unpool_in_window(values, idx, *blocks)
-    return _scatter_or_select(values, idx, blocks, m, lay.with_spatial(values.shape, size))
+    return unpool(values, indices.astype(np.int32), blocks,
+                  lay.with_spatial(values.shape, size), in_window)
 
 
 def _check_indices(fn: str, indices: jax.Array, m: int, size: tuple[int, ...]) -> None:
@@ -263,32 +251,40 @@ def _check_indices(fn: str, indices: jax.Array, m: int, size: tuple[int, ...]) -
                      f"{bad.size - 1} more outside): {hint}.")
 
 
-_CHECK_MAX = 32  # window positions compared per index by the check
+@functools.partial(jax.jit, static_argnums=(2, 3, 4), static_argnames=("plan",))
+def unpool(values, idx, blocks, shape: tuple[int, ...], in_window: bool, *,
+           plan: Plan | None = None) -> jax.Array:
+  """The unpooling of checked arguments in the plan's form (``plan=`` forces one).
 
-
-def _scatter_or_select(values, idx, blocks, m: int, shape):
-  """The scatter; for non-overlapping windows on a lone CPU device, first a check.
-
-  When every index lies in its own window (as max pooling's indices do), the scatter's
-  result equals :func:`_unpool_in_window`'s, which XLA:CPU's serial scatter loop cannot
-  match: a ``lax.cond`` on that check (one pass over the int32 indices) takes the
-  compare-and-select then (faster than the scatter on SegNet's 2x2/2, almost as fast
-  as ``indices_in_window=True``; ``benchmarks/README.md``).
-  Elsewhere (GPU, TPU, several devices: the check's all-reduce would need a collective
-  under SPMD) and for windows over ``_CHECK_MAX`` positions the scatter runs as it is.
-  Under ``vmap`` the check is per example and ``cond`` becomes a select of both.
+  ``"scatter"``: one scatter. ``"select"``: :func:`_unpool_in_window`.
+  ``"check_select"``: a ``lax.cond`` on whether every index lies in its own window (as
+  max pooling's do), taking the compare-and-select then (same result as the scatter,
+  which XLA:CPU runs as a serial loop) and the scatter otherwise; under ``vmap`` the
+  check is per example and ``cond`` becomes a select of both.
   """
-  axes, window, stride = blocks[:3]
+  axes = blocks[0]
+  taps = _unpool_taps(values.shape, *blocks)
+  m = math.prod(blocks[-1])
 
-  def scatter(v, i):
-    out = _unpool_scatter(flat_spatial(v, axes), flat_spatial(i, axes), m, axes[0])
-    return out.reshape(shape)
+  def run(p):
+    def scatter_all(v, i):
+      out = _unpool_scatter(flat_spatial(v, axes), flat_spatial(i, axes), m, axes[0],
+                            p.address)
+      return out.reshape(shape)
 
-  if not all(s >= k for s, k in zip(stride, window)) or math.prod(window) > _CHECK_MAX:
-    return scatter(values, idx)
+    def select(v, i):
+      return _unpool_in_window(v, i, *blocks, p.address)
 
-  def check_first(v, i):
-    return jax.lax.cond(jnp.all(_in_own_window(i, *blocks)),
-                        lambda v, i: _unpool_in_window(v, i, *blocks), scatter, v, i)
+    def check_first(v, i):
+      return jax.lax.cond(jnp.all(_in_own_window(i, *blocks)), select, scatter_all, v, i)
 
-  return lone_cpu(check_first, scatter, math.prod(shape))(values, idx)
+    return {"scatter": scatter_all, "select": select, "check_select": check_first}[p.unpool]
+
+  if plan is not None:
+    why = planner.valid(plan, "unpool", taps)
+    if why is not None:
+      raise ValueError(f"plan {plan} cannot serve 'unpool' on {taps}: {why}.")
+    return run(plan)(values, idx)
+  plans = planner.plans("unpool", taps, values.dtype, size=math.prod(shape),
+                        in_window=in_window)
+  return on_backends(run, plans, values, idx)

@@ -15,17 +15,17 @@ from jaxpool import _geometry as geo
 from jaxpool._engine import select_pool, sum_pool
 
 _LOWERING = """
-  Lowering: the same standard HLO on CPU, GPU and TPU, chosen per window geometry at
-  trace time: small windows as strided slices of the input fused in one loop per tile
-  (padded border tiles, an unpadded interior, concatenated); larger stride-1 or
-  unpadded windows as separable slices; large windows as one ``reduce_window`` per
-  axis. Max/min of float16/bfloat16 run in float32 (exact). Max/min gradients are
-  pads, selects and a concatenate (no scatter) on GPU, TPU and several devices; on a
-  lone CPU device, unpadded overlapping windows scatter-add the cotangent at each
-  window's first max instead (``lax.platform_dependent``). The avg/lp gradient is a
-  tiled pool of the cotangent. Every derivative is a ``jax.custom_jvp`` whose tangent
-  map transposes into that backward, so both modes work. Plans were tuned on XLA:CPU
-  (timings: ``benchmarks/README.md``)."""
+  Lowering, chosen per backend when the program is lowered (``jaxpool/_engine/plan.py``
+  decides; measurements in ``benchmarks/README.md``). GPU and TPU: one
+  ``lax.reduce_window`` over the window dims in the input's dtype, differentiated by
+  JAX's own rule (``select_and_scatter`` for max/min), except where JAX has no rule
+  with these semantics (dilated max/min) and, on CUDA, the max/min gradient of windows
+  of at most 9 elements, which routes the cotangent through pads and selects. CPU:
+  small windows as strided slices of the input fused per tile, larger ones as
+  separable slices or ``reduce_window`` per axis; max/min of float16/bfloat16 in
+  float32 (exact); the max/min gradient a scatter-add on a lone device, else pads and
+  selects; the avg/lp gradient a tiled pool of the cotangent. Custom derivatives are
+  ``jax.custom_jvp`` rules, so both modes of autodiff work everywhere."""
 
 
 def _minmax(fn: str, kind: str, x, window_shape, strides, padding, dilation, ceil_mode,
@@ -64,10 +64,12 @@ def max_pool(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *, dila
     holding a NaN gives NaN. The gradient sends each window's cotangent to its first
     maximum in row-major window order (PyTorch CPU), also with dilation (where JAX's
     own max-pool gradient raises). Forward mode (``jvp``, ``jacfwd``, ``hessian``)
-    takes each window's tangent from that same element. For padded windows too large
-    for the tiled plan (window elements x border tiles > 128, e.g. 5x5/1 p2 or 3x3x3
-    p1), a window whose real elements all equal ``-inf`` may route its cotangent to
-    padding (dropped), where PyTorch picks the first real element.
+    takes each window's tangent from that same element; where JAX's own rule runs
+    (GPU/TPU, see Lowering) it takes it from one of the tied maxima at exact ties.
+    For padded windows too large for the tiled plan on CPU (window elements x border
+    tiles > 128, e.g. 5x5/1 p2 or 3x3x3 p1), a window whose real elements all equal
+    ``-inf`` may route its cotangent to padding (dropped), where PyTorch picks the
+    first real element.
 
   Raises:
     ValueError, TypeError: bad arguments (named in the message), at trace time.

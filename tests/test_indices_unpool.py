@@ -203,11 +203,10 @@ def test_unpool_in_window(rng, data_format, geometry, dtype):
     ((4, 6, 5), (2, 2, 1), (2, 2, 2), ((0, 0), (1, 1), (0, 0))),
 ], ids=["1d", "2d-pad", "2d-gap", "3d"])
 @pytest.mark.parametrize("use_jit", [False, True])
-def test_unpool_default_checks_indices_first(rng, monkeypatch, geometry, use_jit):
+def test_unpool_default_checks_indices_first(rng, geometry, use_jit):
   """Without the promise, non-overlapping windows on a lone CPU device check the indices
   and take the scatter-free lowering only when all lie in their own window: both
   branches give the scatter's result and gradient (NumPy reference)."""
-  monkeypatch.setattr(_scatter, "one_cpu_device", lambda: True)  # whatever this process has
   size, window, stride, pads = geometry
   x = randn(rng, (2, 3) + size)
   kw = dict(window_shape=window, strides=stride, padding=pads, output_size=size,

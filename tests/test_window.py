@@ -219,36 +219,6 @@ def test_all_neg_inf_windows_grad_to_first_real_element(rng, kw):
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("kw", [dict(window_shape=(3, 3), strides=2),
-                                dict(window_shape=(3, 2), strides=1, dilation=(1, 2)),
-                                dict(window_shape=(3,), strides=2),
-                                dict(window_shape=(2, 3, 2), strides=(1, 2, 1)),
-                                dict(window_shape=(7, 6), strides=(5, 2))])  # 42 elements
-@pytest.mark.parametrize("op", ["max", "min"])
-def test_overlapping_window_grad_lowerings_agree(rng, monkeypatch, kw, op):
-  """Unpadded overlapping windows: the scatter-add backward (a lone CPU device) and the
-  phase planes or per-axis chain (GPU, TPU, several devices) both match the reference."""
-  from jaxpool import _engine, _scatter
-
-  d = len(kw["window_shape"])
-  x = ties(rng, (2, 3) + (9, 8, 7)[:d])
-  fn = getattr(jaxpool, f"{op}_pool")
-  y = fn(x, data_format="channels_first", **kw)
-  g = randn(rng, y.shape)
-  want = ref.max_pool_grad(x, g, kw["window_shape"], kw["strides"], 0,
-                           kw.get("dilation", 1), kind=op)
-  monkeypatch.setattr(_scatter, "one_cpu_device", lambda: True)  # whatever this process has
-  for default_only in (False, True):
-    if default_only:
-      monkeypatch.setattr(_engine, "lone_cpu", lambda cpu, default, size: default)
-    jax.clear_caches()
-    grad = jax.jit(jax.grad(lambda v: jnp.sum(fn(v, data_format="channels_first", **kw) * g)))
-    np.testing.assert_allclose(grad(x), want, rtol=1e-6, atol=1e-6)
-    scatters = "scatter(" in grad.lower(x).compile().as_text()
-    assert scatters == (not default_only)
-  jax.clear_caches()
-
-
 def test_large_window_check_grads(rng):
   shape = (1, 2) + LARGE[0][0]
   n = int(np.prod(shape))

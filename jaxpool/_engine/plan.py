@@ -1,0 +1,447 @@
+"""The planner: the one place that decides how a pooling op lowers.
+
+Input: the op, its static :class:`~jaxpool._geometry.AxisTaps`, the dtype and the
+backend. Output: a small frozen :class:`Plan`. The rest of the engine carries out the plan
+it is handed and decides nothing; forward and backward read the same plan.
+
+Per backend (:func:`plans`): CPU gets the plans tuned on XLA:CPU; TPU (and any other
+backend) gets the canonical XLA lowering: one ``lax.reduce_window`` over the window
+dims, JAX's own derivative wherever it routes to the first maximum, 16-bit inputs kept
+16-bit. CUDA GPUs get the canonical plan except where a measurement there found a faster
+one (the derivative of small max/min windows). A different plan for
+a backend needs a measurement on that backend first. The measurement behind every
+threshold and choice is in ``benchmarks/README.md`` ("Where the time goes" and "Plans
+per backend").
+
+Decisions here read static taps only: no arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxpool._geometry import AxisTaps
+
+# Thresholds, each named once.
+SMALL = 9          # window elements always served by tiled slices (3x3 and below)
+JOINT_MAX = 32     # window elements matched all offsets at once; larger: one axis at a time
+TILED_MAX = 128    # slices per tiled program (tiles x window elements): bounds compile time
+SEPARABLE_MAX = 5  # per-axis window of unpadded stride-1 windows served by separable slices
+UNROLL_MAX = 16    # per-axis window unrolled into slices inside a chain; larger: a gather
+CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
+CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
+INT32_MAX = 2**31  # flat scatter positions must fit int32
+
+# The forms each field may name.
+VALUES = ("tiles", "separable", "axes", "window")
+RESIDUALS = ("match_blocks", "match_stacked", "match_slices", "first_max", "first_max_tiled",
+             "input")
+BACKWARDS = ("jax", "block", "planes", "scatter", "chain", "chain_scatter")
+INDICES = ("block", "first_max", "first_max_tiled", "chain")
+UNPOOLS = ("scatter", "check_select", "select")
+ADDRESSES = ("flat", "iota", "batched")
+OPS = ("max", "min", "sum", "indices", "unpool")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How one op lowers; fields that do not apply to the op are ``None``.
+
+  Attributes:
+    values: the regular window axes' values: ``"tiles"`` (strided slices of the input
+      per border/interior tile), ``"separable"`` (slices, one axis at a time),
+      ``"axes"`` (one ``reduce_window`` per axis) or ``"window"`` (one
+      ``reduce_window`` over every window dim). Irregular (adaptive) axes always
+      gather their bins afterwards.
+    upcast: max/min of float16/bfloat16 computed in float32 (exact either way).
+    residual: what the max/min derivative keeps: window offsets of each first max
+      (``"match_*"`` compare against the max, ``"first_max*"`` run a compare chain,
+      ``_tiled`` per tile) or ``"input"`` (the chain recomputes them).
+    backward: the derivative: ``"jax"`` (JAX's own rule for what ``values`` emits: no
+      custom rule), ``"block"`` (a reshape's transpose), ``"planes"`` (stride-phase
+      planes of pads and selects), ``"scatter"`` (one scatter-add at the flat
+      indices), ``"chain"`` / ``"chain_scatter"`` (one axis at a time, or the chain's
+      flat indices and a scatter-add).
+    indices: max indices: ``"block"`` (one variadic reduce with the values),
+      ``"first_max"`` / ``"first_max_tiled"`` (compare chain) or ``"chain"``.
+    unpool: ``"scatter"``, ``"check_select"`` (a check that every index lies in its
+      window, then a compare-and-select instead of the scatter) or ``"select"``.
+    address: how scatters and gathers address the array: ``"flat"`` (one index into
+      the flattened array), ``"iota"`` (iota coordinates for the other axes) or
+      ``"batched"`` (the other axes as batching dimensions, for SPMD).
+  """
+
+  values: str | None = None
+  upcast: bool = False
+  residual: str | None = None
+  backward: str | None = None
+  indices: str | None = None
+  unpool: str | None = None
+  address: str | None = None
+
+  def __post_init__(self):
+    for name, forms in (("values", VALUES), ("residual", RESIDUALS), ("backward", BACKWARDS),
+                        ("indices", INDICES), ("unpool", UNPOOLS), ("address", ADDRESSES)):
+      value = getattr(self, name)
+      if value is not None and value not in forms:
+        raise ValueError(f"Plan: {name} must be None or one of {forms}, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """A backend as the planner sees it: ``platform`` is ``"cpu"``, ``"gpu"`` (CUDA) or
+  ``"accelerator"`` (TPU and anything else: the canonical plan); ``lone`` says the
+  process has a single device of it (no SPMD partitioner can see the program)."""
+
+  platform: str
+  lone: bool
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def unpadded(t: AxisTaps) -> bool:
+  """Every window lies inside the input (no padding read, no ceil_mode overhang)."""
+  return t.pad_lo == 0 and (t.out - 1) * t.stride + t.span <= t.size
+
+
+def blocked(taps: Sequence[AxisTaps]) -> bool:
+  """Non-overlapping, undilated windows: the window grid is a reshape of the input."""
+  return all(t.dilation == 1 and t.stride >= t.window for t in taps)
+
+
+def joint(taps: Sequence[AxisTaps]) -> bool:
+  """Small regular windows, matched all offsets at once."""
+  return all(t.regular for t in taps) and math.prod(t.window for t in taps) <= JOINT_MAX
+
+
+def reads_no_padding(t: AxisTaps) -> bool:
+  p = t.positions()
+  return bool((p >= 0).all() and (p < t.size).all())
+
+
+def segments(t: AxisTaps) -> list[tuple[int, int, AxisTaps]]:
+  """Split one axis's outputs into a padded head, an interior and a padded tail.
+
+  Each segment is ``(lo, hi, taps)``: the input range ``[lo, hi)`` its windows read and
+  the taps of the segment as a pooling of that range. The interior's windows lie wholly
+  inside the input, so its taps have no padding at all.
+  """
+  s, p, span = t.stride, t.pad_lo, t.span
+  a = min(-(-p // s), t.out)                                   # first unpadded output
+  b = min(t.out, (t.size - span + p) // s + 1) if t.size - span + p >= 0 else a
+  b = max(a, b)
+  parts = []
+  for o0, o1 in ((0, a), (a, b), (b, t.out)):
+    if o1 > o0:
+      lo = min(max(0, o0 * s - p), t.size)
+      hi = max(lo, min(t.size, (o1 - 1) * s - p + span))
+      parts.append((lo, hi, AxisTaps(hi - lo, o1 - o0, t.window, s, t.dilation,
+                                     max(0, p - o0 * s))))
+  return parts
+
+
+def tile_count(taps: Sequence[AxisTaps]) -> int:
+  return math.prod(len(segments(t)) for t in taps)
+
+
+def tiles_fit(taps: Sequence[AxisTaps]) -> bool:
+  """The tiled program stays within its compile-time budget."""
+  return math.prod(t.window for t in taps) * tile_count(taps) <= TILED_MAX
+
+
+# ----------------------------------------------------------------------------- CPU forms
+
+
+def values_form(taps: Sequence[AxisTaps]) -> str:
+  """XLA:CPU's values form for regular, non-identity taps.
+
+  Small windows (and strided ones up to ``JOINT_MAX``) as tiled slices of the input (a
+  padded read branches per element there); unpadded stride-1 windows up to
+  ``SEPARABLE_MAX`` as separable slices; the rest one ``reduce_window`` per axis.
+  """
+  size = math.prod(t.window for t in taps)
+  small = size <= SMALL or (size <= JOINT_MAX and any(t.stride > 1 for t in taps))
+  if small and tiles_fit(taps):
+    return "tiles"
+  if all(t.window <= SEPARABLE_MAX and t.stride == 1 and unpadded(t) for t in taps):
+    return "separable"
+  return "axes"
+
+
+def axis_form(t: AxisTaps) -> str:
+  """How one axis of a chain views its windows: a reshape (non-overlapping), one slice
+  per offset (up to ``UNROLL_MAX``), or a static gather."""
+  if t.regular and t.dilation == 1 and t.stride >= t.window:
+    return "reshape"
+  if t.regular and t.window <= UNROLL_MAX:
+    return "slices"
+  return "gather"
+
+
+def offsets_form(taps: Sequence[AxisTaps]) -> str:
+  """The derivative's first-max offsets on XLA:CPU, for :func:`joint` taps.
+
+  Padded windows per tile (computed once instead of fused into every backward term);
+  unpadded ones by a reduce over the stacked offsets (materialized once; a select chain
+  is recomputed by every term); padded untiled ones by a select chain without padding
+  masks (the masks stop XLA:CPU fusing the backward).
+  """
+  if blocked(taps):
+    return "match_blocks"
+  if tile_count(taps) > 1 and tiles_fit(taps):
+    return "first_max_tiled"
+  if all(unpadded(t) for t in taps):
+    return "match_stacked"
+  return "match_slices"
+
+
+def _scatters_back(taps: Sequence[AxisTaps]) -> bool:
+  """Overlapping or gapped unpadded windows: XLA:CPU's scatter-add beats the phase
+  planes there; padded windows keep the planes (the scatter's zero-filled output costs
+  more on the ResNet stem)."""
+  return not blocked(taps) and all(unpadded(t) for t in taps)
+
+
+def _chain_scatters(taps: Sequence[AxisTaps]) -> bool:
+  """Large windows and adaptive bins that read no padding and each element at most
+  ``CHAIN_READS`` times on average: the chain's indices plus one scatter-add beat routing
+  the cotangent axis by axis; denser or padded windows keep the chain."""
+  reads = math.prod(t.out * t.window for t in taps)
+  return (reads <= CHAIN_READS * math.prod(t.size for t in taps)
+          and all(map(reads_no_padding, taps)))
+
+
+def _is_16bit_float(dtype) -> bool:
+  dtype = np.dtype(dtype)
+  return jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4
+
+
+def _address(target: Target, size: int) -> str:
+  if target.platform == "cpu" and target.lone and size < INT32_MAX:
+    return "flat"  # XLA:CPU's serial scatter loop is fastest with one index per update
+  return "iota" if target.lone else "batched"
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+def plan(op: str, taps: Sequence[AxisTaps], dtype, target: Target, *, size: int = 0,
+         in_window: bool = False) -> Plan:
+  """The plan of ``op`` (``"max"``, ``"min"``, ``"sum"``, ``"indices"`` or ``"unpool"``)
+  on ``target``. ``size`` is the element count of the array a scatter writes (the
+  input for the max backward, the output for unpool); ``in_window`` is unpool's
+  promise that every index lies in its own window."""
+  if op not in OPS:
+    raise ValueError(f"plan: op must be one of {OPS}, got {op!r}.")
+  taps = tuple(taps)
+  if op == "unpool":
+    return _unpool_plan(taps, target, size, in_window)
+  if target.platform == "cpu":
+    return _cpu_plan(op, taps, dtype, target, size)
+  if target.platform == "gpu":
+    return _gpu_plan(op, taps, dtype)
+  return _canonical_plan(op, taps, dtype)
+
+
+def _regular(taps):
+  return [t for t in taps if t.regular and not t.identity]
+
+
+def _cpu_plan(op, taps, dtype, target, size) -> Plan:
+  regular = _regular(taps)
+  values = values_form(regular) if regular else None
+  upcast = op != "sum" and _is_16bit_float(dtype)
+  address = _address(target, size)
+  if op == "sum":
+    strided = all(t.stride > 1 and unpadded(t) for t in taps if not t.identity)
+    planes = all(t.regular for t in taps) and not strided
+    return Plan(values=values, backward="planes" if planes else "jax")
+  residual, backward = _cpu_select_derivative(taps, address)
+  if op != "indices":
+    return Plan(values=values, upcast=upcast, residual=residual, backward=backward,
+                address=address if backward in ("scatter", "chain_scatter") else None)
+  if joint(taps) and blocked(taps) and all(map(unpadded, taps)):
+    return Plan(upcast=upcast, indices="block")
+  if not joint(taps):
+    indices = "chain"
+  elif not blocked(taps) and tile_count(taps) > 1 and tiles_fit(taps):
+    indices = "first_max_tiled"
+  else:
+    indices = "first_max"
+  return Plan(values=values, upcast=upcast, residual=residual, backward=backward,
+              indices=indices,
+              address=address if backward in ("scatter", "chain_scatter") else None)
+
+
+def _cpu_select_derivative(taps, address) -> tuple[str, str]:
+  if joint(taps):
+    if blocked(taps):
+      return "match_blocks", "block"
+    if _scatters_back(taps) and address == "flat":
+      return "first_max", "scatter"
+    return offsets_form(taps), "planes"
+  if _chain_scatters(taps) and address == "flat":
+    return "input", "chain_scatter"
+  return "input", "chain"
+
+
+def _canonical_plan(op, taps, dtype) -> Plan:
+  """GPU and TPU: the canonical XLA lowering, until a measurement there says otherwise."""
+  values = "window" if _regular(taps) else None
+  if op == "sum":
+    return Plan(values=values, backward="jax")
+  regular = all(t.regular for t in taps)
+  if regular and all(t.dilation == 1 for t in taps):
+    residual, backward = None, "jax"  # reduce_window's own rule: first max, both modes
+  elif joint(taps):
+    residual, backward = "first_max", "planes"  # JAX's rule raises on dilated windows
+  else:
+    residual, backward = "input", "chain"  # jnp.max over a gather splits ties
+  if op != "indices":
+    return Plan(values=values, residual=residual, backward=backward)
+  return Plan(values=values, residual=residual, backward=backward,
+              indices="first_max" if joint(taps) else "chain")
+
+
+def _gpu_plan(op, taps, dtype) -> Plan:
+  """CUDA: the canonical plan, but the max/min derivative of windows of at most
+  ``SMALL`` elements routes the cotangent through the reshape's transpose or the phase
+  planes, which beat ``select_and_scatter`` there (larger windows do not)."""
+  p = _canonical_plan(op, taps, dtype)
+  if p.backward != "jax" or op == "sum" or math.prod(t.window for t in taps) > SMALL:
+    return p
+  residual, backward = _cpu_select_derivative(taps, "batched")
+  return dataclasses.replace(p, residual=residual, backward=backward)
+
+
+def _unpool_plan(taps, target, size, in_window) -> Plan:
+  """The in-window check pays where the scatter is a serial loop (XLA:CPU, a lone
+  device: with several the check would need a collective). On CUDA it won alone but
+  lost fused after the pooling that made the indices: the scatter stays there."""
+  address = _address(target, size)
+  nonoverlapping = blocked(taps)
+  if in_window and nonoverlapping:
+    form = "select"
+  elif (address == "flat" and nonoverlapping
+        and math.prod(t.window for t in taps) <= CHECK_MAX):
+    form = "check_select"
+  else:
+    form = "scatter"
+  return Plan(unpool=form, address=address)
+
+
+@functools.cache
+def _one_device() -> bool:
+  return jax.device_count() == 1
+
+
+@functools.cache
+def _one_cpu_device() -> bool:
+  try:
+    return len(jax.devices("cpu")) == 1
+  except RuntimeError:  # no CPU backend in this process (JAX_PLATFORMS excludes it)
+    return False
+
+
+PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "default": "accelerator"}
+
+
+def plans(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
+          in_window: bool = False) -> dict[str, Plan]:
+  """The plan per ``lax.platform_dependent`` platform (``"cpu"``, ``"cuda"``, and
+  ``"default"`` for the rest), from this process's devices;
+  :func:`jaxpool._engine.dispatch.on_backends` picks one when the program is lowered."""
+  out = {}
+  for key, platform in PLATFORMS.items():
+    lone = _one_cpu_device() if platform == "cpu" else _one_device()
+    out[key] = plan(op, taps, dtype, Target(platform, lone), size=size, in_window=in_window)
+  return out
+
+
+# ----------------------------------------------------------------------------- forcing plans
+
+
+def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
+  """Why ``p`` cannot serve ``op`` on ``taps`` (a forced plan must be one the engine can
+  carry out with the contract's semantics), or ``None`` when it can."""
+  taps = tuple(taps)
+  regular = all(t.regular for t in taps)
+  if op in ("max", "min", "indices") and p.backward == "jax":
+    if p.values != "window" or not regular or any(t.dilation > 1 for t in taps):
+      return ("backward='jax' routes to the first max only for values='window' over "
+              "regular undilated windows")
+  if p.residual not in (None, "input") and not joint(taps):
+    return f"residual={p.residual!r} needs regular windows of at most {JOINT_MAX} elements"
+  if p.residual == "match_blocks" and not blocked(taps):
+    return "residual='match_blocks' needs non-overlapping undilated windows"
+  if p.residual == "match_stacked" and not all(map(unpadded, taps)):
+    return "residual='match_stacked' needs unpadded windows"
+  if p.backward == "block" and (p.residual == "input" or not blocked(taps)):
+    return "backward='block' needs non-overlapping undilated windows and their offsets"
+  if op == "sum":
+    if p.backward not in (None, "jax", "planes"):
+      return f"backward={p.backward!r} is a max/min form"
+    if p.backward == "planes" and not regular:
+      return "backward='planes' needs regular windows"
+    return None
+  if p.backward in ("planes", "scatter") and p.residual in (None, "input"):
+    return f"backward={p.backward!r} needs a residual of window offsets"
+  if p.backward in ("chain", "chain_scatter") and p.residual != "input":
+    return f"backward={p.backward!r} needs residual='input'"
+  if p.backward in ("scatter", "chain_scatter") and p.address is None:
+    return f"backward={p.backward!r} needs an address form"
+  if p.indices in ("block", "first_max", "first_max_tiled") and not joint(taps):
+    return f"indices={p.indices!r} needs regular windows of at most {JOINT_MAX} elements"
+  if p.indices == "block" and not (blocked(taps) and all(map(unpadded, taps))):
+    return "indices='block' needs unpadded non-overlapping windows"
+  if p.unpool in ("check_select", "select") and not blocked(taps):
+    return f"unpool={p.unpool!r} needs non-overlapping windows"
+  if p.unpool is not None and p.address is None:
+    return "unpool needs an address form"
+  return None
+
+
+def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
+               in_window: bool = False) -> list[Plan]:
+  """Every form of every field that can serve ``op`` on ``taps``, each in at least one
+  plan: the CPU plan with one field changed at a time, and the canonical plan. For
+  tests, which run each against the reference."""
+  base = plan(op, taps, dtype, Target("cpu", True), size=size, in_window=in_window)
+  found = [base]
+  for platform in ("gpu", "accelerator"):
+    p = plan(op, taps, dtype, Target(platform, True), size=size, in_window=in_window)
+    if p not in found:
+      found.append(p)
+  swaps: list[dict] = []
+  if base.values is not None:
+    swaps += [{"values": v} for v in VALUES]
+    swaps.append({"values": "window", "residual": None, "backward": "jax"})
+  if op != "sum" and base.residual is not None:
+    swaps += [{"residual": r} for r in RESIDUALS if r != "input"]
+    swaps += [{"residual": r, "backward": b, "address": a}
+              for r, b in (("first_max", "scatter"), ("input", "chain_scatter"))
+              for a in ADDRESSES]
+    swaps += [{"residual": "input", "backward": "chain"},
+              {"residual": "match_blocks", "backward": "block"}]
+  if op == "sum":
+    swaps += [{"backward": "jax"}, {"backward": "planes"}]
+  if op == "indices":
+    swaps += [{"indices": i} for i in INDICES]
+    swaps.append({"indices": "block", "values": None, "residual": None, "backward": None})
+  if op == "unpool":
+    swaps += [{"unpool": u, "address": a} for u in UNPOOLS for a in ADDRESSES]
+  if op != "sum" and jnp.issubdtype(dtype, jnp.floating):
+    swaps.append({"upcast": not base.upcast})
+  for swap in swaps:
+    p = dataclasses.replace(base, **swap)
+    if valid(p, op, taps) is None and p not in found:
+      found.append(p)
+  return found

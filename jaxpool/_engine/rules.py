@@ -1,0 +1,164 @@
+"""Derivative rules and the engine's entry points.
+
+Each entry point takes static geometry, asks the planner for the plan of each backend
+and carries it out (:func:`~jaxpool._engine.dispatch.on_backends`); ``plan=`` forces one
+plan on every backend (tests use it to reach every form on CPU). The entry points are
+jitted with static geometry, so an eager call runs one compiled program.
+
+Custom rules exist only where a plan's backward is not JAX's own: each is a
+``jax.custom_jvp`` whose tangent map is the transpose of the fast backward
+(:func:`jaxpool._linear.transposed_jvp`), so both modes of autodiff work.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxpool._engine import plan as planner
+from jaxpool._engine.dispatch import on_backends
+from jaxpool._engine.plan import Plan
+from jaxpool._engine.select import (
+  block_back,
+  chain_back,
+  chain_flat_index,
+  flat_index,
+  offset_of,
+  offsets,
+  planes_back,
+  scatter_add_at,
+  window_argmax,
+)
+from jaxpool._engine.values import mean_values, pool_values, sum_transpose
+from jaxpool._engine.views import Windows
+from jaxpool._geometry import AxisTaps
+from jaxpool._linear import transposed_jvp
+
+
+def _forced(p: Plan, op: str, taps) -> Plan:
+  why = planner.valid(p, op, taps)
+  if why is not None:
+    raise ValueError(f"plan {p} cannot serve {op!r} on {taps}: {why}.")
+  return p
+
+
+def _run(op, taps, x, run, plan: Plan | None, **kw):
+  if plan is not None:
+    return run(_forced(plan, op, taps))(x)
+  return on_backends(run, planner.plans(op, taps, x.dtype, **kw), x)
+
+
+# ----------------------------------------------------------------------------- sums
+
+
+def _mean_backward(x, operands, y, axes, taps, rule, form):
+  return functools.partial(sum_transpose, axes=axes, taps=taps, rule=rule)
+
+
+# Window sums whose reverse mode is :func:`sum_transpose` (a tiled pool of the cotangent,
+# the divisor read per tap) instead of JAX's transpose of the tiles.
+_mean_pool = transposed_jvp(mean_values, _mean_backward, static=4)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3), static_argnames=("plan",))
+def sum_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
+             rule: tuple[bool, int | None] | None = None, *,
+             plan: Plan | None = None) -> jax.Array:
+  """Sum over the windows (padding contributes 0), divided by the avg divisor when
+  ``rule = (include_pad, override)`` is given."""
+
+  def run(p):
+    if p.backward == "planes":
+      return lambda x: _mean_pool(x, axes, taps, rule, p.values)
+    return lambda x: mean_values(x, axes, taps, rule, p.values)
+
+  return _run("sum", taps, x, run, plan)
+
+
+# ----------------------------------------------------------------------------- max / min
+
+
+def _select_values(x, axes, taps, kind, p):
+  return pool_values(x, axes, taps, kind, p.values, p.upcast)
+
+
+def _select_backward(x, operands, y, axes, taps, kind, p):
+  """The max/min VJP ``g -> dx``: each window's ``g`` to its first max."""
+  if p.backward == "chain":
+    return functools.partial(chain_back, x, axes, taps, kind)
+  if p.backward == "chain_scatter":
+    idx = chain_flat_index(x, axes, taps, kind, y.shape)
+    return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
+                             address=p.address)
+  w = Windows(x.ndim, axes, taps)
+  off = offsets(x, y, axes, taps, kind, p.residual)
+  if p.backward == "block":
+    return lambda g: block_back(w, g, off, x)
+  if p.backward == "scatter":
+    idx = flat_index(w, off, tuple(t.size for t in taps))
+    return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
+                             address=p.address)
+  return functools.partial(planes_back, w, off=off)
+
+
+# Max/min pooling whose derivative routes each window's tangent from, and cotangent to,
+# its first max.
+_select_pool = transposed_jvp(_select_values, _select_backward, static=4)
+
+
+def _select(x, axes, taps, kind, p: Plan) -> jax.Array:
+  if jnp.issubdtype(x.dtype, jnp.inexact) and p.backward != "jax":
+    return _select_pool(x, axes, taps, kind, p)
+  return _select_values(x, axes, taps, kind, p)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3), static_argnames=("plan",))
+def select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...], kind: str,
+                *, plan: Plan | None = None) -> jax.Array:
+  """Max/min pooling whose gradient sends each window's cotangent to its first max."""
+  return _run(kind, taps, x, lambda p: functools.partial(_select, axes=axes, taps=taps,
+                                                         kind=kind, p=p),
+              plan, size=x.size)
+
+
+# ----------------------------------------------------------------------------- indices
+
+
+def _block_argmax_values(x, axes, taps, spatial, upcast):
+  return window_argmax(x, Windows(x.ndim, axes, taps), spatial, upcast)
+
+
+def _block_argmax_backward(x, operands, out, axes, taps, spatial, upcast):
+  w = Windows(x.ndim, axes, taps)
+  off = offset_of(w, out[1], spatial)
+  return lambda g: block_back(w, g, off, x)
+
+
+# :func:`window_argmax` whose values route their (co)tangent through the index.
+_block_argmax = transposed_jvp(_block_argmax_values, _block_argmax_backward, static=4)
+
+
+def _with_indices(x, axes, taps, spatial, p: Plan):
+  if p.indices == "block":
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+      return _block_argmax(x, axes, taps, spatial, p.upcast)
+    return _block_argmax_values(x, axes, taps, spatial, p.upcast)
+  values = _select(x, axes, taps, "max", p)
+  xs = lax.stop_gradient(x)
+  if p.indices == "chain":
+    return values, chain_flat_index(xs, axes, taps, "max", values.shape)
+  off = offsets(xs, None, axes, taps, "max", p.indices)
+  idx = flat_index(Windows(x.ndim, axes, taps), off, spatial)
+  return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3), static_argnames=("plan",))
+def pool_with_indices(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
+                      spatial: tuple[int, ...], *,
+                      plan: Plan | None = None) -> tuple[jax.Array, jax.Array]:
+  """Differentiable max values and int32 flat indices of the first maxima."""
+  return _run("indices", taps, x, lambda p: functools.partial(
+      _with_indices, axes=axes, taps=taps, spatial=spatial, p=p), plan, size=x.size)

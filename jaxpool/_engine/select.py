@@ -1,0 +1,320 @@
+"""Selection: each window's first max (or min), as window offsets or flat indices, and
+the linear maps that route a cotangent to it.
+
+The first max is PyTorch's: row-major window order, a NaN wins over any number,
+padding never wins. Small windows find it all offsets at once (:class:`Windows`);
+larger windows and adaptive bins one axis at a time (:func:`select_chain`), last axis
+first, so the first maximum along each axis composes into the row-major first one.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxpool._engine import plan as planner
+from jaxpool._engine.values import reduce_axis, reduce_window
+from jaxpool._engine.views import (
+  Windows,
+  expand,
+  gathered,
+  identity,
+  input_shape,
+  interleave,
+  iota,
+  tiled,
+)
+from jaxpool._geometry import AxisTaps
+from jaxpool._linear import transpose
+from jaxpool._scatter import flat_spatial, scatter
+
+
+def _matches(xw: jax.Array, y: jax.Array) -> jax.Array:
+  hit = xw == y
+  if jnp.issubdtype(xw.dtype, jnp.inexact):
+    hit = hit | jnp.isnan(xw)
+  return hit
+
+
+# ----------------------------------------------------------------------------- one axis
+
+
+def _first_match_axis(x, y, axis: int, t: AxisTaps, kind: str, form: str) -> jax.Array:
+  """Per output position, the first real window offset along ``axis`` holding ``y``."""
+  if form == "reshape":
+    return _match(Windows(x.ndim, (axis,), (t,)), x, y, kind, "match_blocks")
+  fill = identity(kind, x.dtype)
+  real = t.real()
+  if form == "slices":
+    off = jnp.zeros(y.shape, jnp.int32)
+    parts = Windows(x.ndim, (axis,), (t,)).slices(x, fill)
+    for j, xs in reversed(list(enumerate(parts))):
+      hit = _matches(xs, y)
+      if not real[:, j].all():
+        hit = hit & expand(real[:, j], y.ndim, axis, 1)
+      off = jnp.where(hit, np.int32(j), off)
+    return off
+  xw = gathered(x, axis, t, fill)
+  hit = _matches(xw, jnp.expand_dims(y, axis + 1))
+  if not real.all():
+    hit = hit & expand(real, xw.ndim, axis, 2)
+  ids = expand(np.arange(t.window, dtype=np.int32), xw.ndim, axis + 1, 1)
+  return jnp.min(jnp.where(hit, ids, np.int32(t.window)), axis=axis + 1)
+
+
+def _select_axis(e, off, axis: int, t: AxisTaps, form: str) -> jax.Array:
+  """``e``'s value at window offset ``off`` along ``axis`` (linear in ``e``)."""
+  if form != "gather":
+    return select_at(Windows(e.ndim, (axis,), (t,)), e, off)
+  zero = np.zeros((), e.dtype)
+  ew = gathered(e, axis, t, zero)
+  ids = expand(np.arange(t.window, dtype=np.int32), ew.ndim, axis + 1, 1)
+  picked = jnp.where(jnp.expand_dims(off, axis + 1) == ids, ew, zero)
+  return jnp.sum(picked, axis=axis + 1, dtype=e.dtype)  # int32 stays int32 under x64
+
+
+def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
+                 extras: Sequence[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
+  """Max/min over the windows, and each of ``extras`` at the first-max position.
+
+  ``extras`` must broadcast against ``x`` (they are padded with 0 and never selected
+  from padding).
+  """
+  extras = list(extras)
+  for axis, t in reversed(list(zip(axes, taps))):
+    if t.identity:
+      continue
+    form = planner.axis_form(t)
+    y = reduce_axis(x, axis, t, kind, form)
+    off = _first_match_axis(x, y, axis, t, kind, form)
+    extras = [_select_axis(e, off, axis, t, form) for e in extras]
+    x = y
+  return x, extras
+
+
+# ----------------------------------------------------------------------------- all offsets
+
+
+def _match(w: Windows, x, y, kind: str, form: str) -> jax.Array:
+  """Row-major offset id of the first window element equal to ``y`` (or NaN).
+
+  ``match_blocks``: over the reshape view, padding masked. ``match_stacked``: a reduce
+  over the stacked offsets of unpadded windows (a bool temp of window x output, which
+  XLA:CPU materializes once instead of recomputing a select chain in every backward
+  term). ``match_slices``: a select chain without padding masks; a window whose real
+  elements all equal the padding value (all ``-inf`` for max) may then pick a padding
+  position, which drops its cotangent (its output is ``-inf``, so no finite loss flows
+  through it); the masks stop XLA:CPU fusing the backward.
+  """
+  fill = identity(kind, x.dtype)
+  n = np.int32(len(w.offsets))
+  if form == "match_blocks":
+    hit = _matches(w.blocks(x, fill), w.expand(y))
+    real = w.block_real()
+    if real is not None:
+      hit = hit & real
+    ids = w.block_iota(np.arange(n, dtype=np.int32))
+    return jnp.min(jnp.where(hit, ids, n), axis=w.window_axes)
+  if form == "match_stacked":
+    hit = jnp.stack([_matches(xs, y) for xs in w.slices(x, fill)])
+    ids = np.arange(n, dtype=np.int32).reshape((-1,) + (1,) * y.ndim)
+    return jnp.min(jnp.where(hit, ids, n), axis=0)
+  off = jnp.zeros(y.shape, jnp.int32)
+  for k, xs in reversed(list(enumerate(w.slices(x, fill)))):
+    off = jnp.where(_matches(xs, y), np.int32(k), off)
+  return off
+
+
+def first_max(w: Windows, x, kind: str) -> jax.Array:
+  """Offset id of each window's first max (or first NaN), in one compare chain.
+
+  It does not read the pooled values: values and offsets are two independent fusions
+  over ``x``. Strict ``>`` keeps the first of equal elements, a NaN wins over a number,
+  padding never wins.
+  """
+  if x.dtype == np.bool_:
+    x = x.astype(np.int8)
+  better = lax.gt if kind == "max" else lax.lt
+  nan = jnp.issubdtype(x.dtype, jnp.inexact)
+  best = off = found = None
+  for k, xs in enumerate(w.slices(x, identity(kind, x.dtype))):
+    real = w.real_mask(k, xs.shape)
+    if best is None:
+      best, off, found = xs, jnp.zeros(xs.shape, jnp.int32), real
+      continue
+    take = better(xs, best)
+    if nan:
+      take = take | (jnp.isnan(xs) & ~jnp.isnan(best))
+    if found is not None:
+      take = take | ~found
+    if real is not None:
+      take = take & real
+    found = None if found is None or real is None else found | real
+    best, off = jnp.where(take, xs, best), jnp.where(take, np.int32(k), off)
+  return off
+
+
+def offsets(x, y, axes, taps, kind: str, form: str) -> jax.Array:
+  """Each window's first-max offset id, in the residual ``form`` the plan names."""
+  if form == "first_max_tiled":
+    return tiled(x, axes, taps, lambda xt, tt: first_max(Windows(xt.ndim, axes, tt), xt, kind))
+  w = Windows(x.ndim, axes, taps)
+  if form == "first_max":
+    return first_max(w, x, kind)
+  return _match(w, x, y, kind, form)
+
+
+def select_at(w: Windows, e, off) -> jax.Array:
+  """``e`` at window offset ``off`` (linear in ``e``; transposes without a scatter)."""
+  zero = np.zeros((), e.dtype)
+  if w.blocked:
+    ids = w.block_iota(np.arange(len(w.offsets), dtype=np.int32))
+    picked = jnp.where(w.expand(off) == ids, w.blocks(e, zero), zero)
+    return jnp.sum(picked, axis=w.window_axes, dtype=e.dtype)
+  # A sum of independent masked terms (not a select chain): its transpose masks the
+  # cotangent once per offset instead of through every earlier select.
+  terms = [jnp.where(off == k, part, zero) for k, part in enumerate(w.slices(e, zero))]
+  return functools.reduce(jnp.add, terms)
+
+
+def planes_back(w: Windows, g, off) -> jax.Array:
+  """Transpose of :func:`select_at`: each window's ``g`` to its offset ``off``.
+
+  Built per phase plane, in unpadded coordinates: along each axis input position
+  ``p = m*stride + r``; offset ``j`` of output ``o`` lands in plane
+  ``r = (j*dilation - pad_lo) % stride`` at block ``o + (j*dilation - pad_lo) // stride``.
+  Each plane sums only its own offsets (plain pads) and the planes are stacked into a
+  concatenate that XLA keeps (JAX's automatic transpose gives a sum of
+  interior-padded slices instead).
+  """
+  zero = np.zeros((), g.dtype)
+  blocks = [-(-t.size // t.stride) for t in w.taps]
+  planes: dict[tuple[int, ...], jax.Array] = {}
+  for k, J in enumerate(w.offsets):
+    config, R = [(0, 0, 0)] * g.ndim, []
+    for a, t, j, nb in zip(w.axes, w.taps, J, blocks):
+      q, r = divmod(j * t.dilation - t.pad_lo, t.stride)
+      config[a] = (q, nb - q - t.out, 0)
+      R.append(r)
+    term = lax.pad(jnp.where(off == k, g, zero), zero, config)
+    R = tuple(R)
+    planes[R] = term if R not in planes else planes[R] + term
+  return interleave(planes, g, w.axes, w.taps)
+
+
+def block_back(w: Windows, g, off, like) -> jax.Array:
+  """Transpose of :func:`select_at` on the reshape view: one broadcast-and-select."""
+  return transpose(lambda t: select_at(w, t, off), like, g)
+
+
+# ----------------------------------------------------------------------------- flat indices
+
+
+def flat_index(w: Windows, off, spatial: Sequence[int]) -> jax.Array:
+  """Flat row-major input index of offset ``off`` of each output window."""
+  delta = jnp.zeros(off.shape, jnp.int32)
+  for k, dk in enumerate(w.deltas(spatial)):
+    if dk:
+      delta = jnp.where(off == k, np.int32(dk), delta)
+  return delta + w.origins(spatial)
+
+
+def offset_of(w: Windows, idx, spatial: Sequence[int]) -> jax.Array:
+  """Inverse of :func:`flat_index` for indices inside their own window."""
+  delta = idx - w.origins(spatial)
+  off = jnp.zeros(idx.shape, jnp.int32)
+  for k, dk in enumerate(w.deltas(spatial)):
+    if k:
+      off = jnp.where(delta == dk, np.int32(k), off)
+  return off
+
+
+def scatter_add_at(g, idx, axes, taps, address: str) -> jax.Array:
+  """``g`` summed into zeros of the input's shape at flat spatial indices ``idx``
+  (PyTorch's max-pool backward)."""
+  m = math.prod(t.size for t in taps)
+  out = scatter(flat_spatial(g, axes), flat_spatial(idx, axes), m, axes[0], address,
+                add=True)
+  return out.reshape(input_shape(g.shape, axes, taps))
+
+
+def chain_flat_index(x, axes, taps, kind: str, out_shape) -> jax.Array:
+  """int32 flat spatial index of each window's first max (min), by :func:`select_chain`."""
+  spatial = tuple(t.size for t in taps)
+  _, (idx,) = select_chain(x, axes, taps, kind, [iota(x.ndim, axes, spatial)])
+  return jnp.broadcast_to(idx, out_shape).astype(jnp.int32)
+
+
+def chain_back(x, axes, taps, kind: str, g) -> jax.Array:
+  """VJP of :func:`select_chain`'s values: route ``g`` back one axis at a time.
+
+  The forward chain's offsets are recomputed from ``x``; each strided-slice axis routes
+  its cotangent with one-axis phase planes (:func:`planes_back`), the reshape and gather
+  axes with the transpose of their select. (JAX's transpose of the whole chain pads
+  every slice's cotangent with interior padding.)
+  """
+  steps = []
+  for axis, t in reversed(list(zip(axes, taps))):
+    if t.identity:
+      continue
+    form = planner.axis_form(t)
+    if form == "slices":
+      # reduce_window and the offsets' forms are computed once; a max over slices
+      # would be fused into, and recomputed by, every consumer
+      y = reduce_window(x, (axis,), (t,), kind)
+      off = offsets(x, y, (axis,), (t,), kind, planner.offsets_form((t,)))
+    else:
+      y = reduce_axis(x, axis, t, kind, form)
+      off = _first_match_axis(x, y, axis, t, kind, form)
+    steps.append((axis, t, form, x, off))
+    x = y
+  for axis, t, form, xa, off in reversed(steps):
+    if form == "slices":
+      g = planes_back(Windows(g.ndim, (axis,), (t,)), g, off)
+    else:
+      g = transpose(functools.partial(_select_axis, off=off, axis=axis, t=t, form=form),
+                    xa, g)
+  return g
+
+
+# ----------------------------------------------------------------------------- values + index
+
+_NO_INDEX = np.int32(np.iinfo(np.int32).max)
+
+
+def window_argmax(x: jax.Array, w: Windows, spatial: Sequence[int],
+                  upcast: bool) -> tuple[jax.Array, jax.Array]:
+  """Each window's max and the flat index of its first max (or first NaN), in one pass.
+
+  One variadic ``lax.reduce`` over the stacked window offsets carries (value, flat
+  index); its comparator orders by value (NaN above all) and then by lower index, a total
+  order, so the result does not depend on XLA's reduction order.
+  """
+  dtype = x.dtype
+  x = x.astype(np.int8 if dtype == np.bool_ else np.float32 if upcast else dtype)
+  fill = identity("max", x.dtype)
+  origins = w.origins(spatial)
+  parts = w.slices(x, fill)
+  ids = [jnp.broadcast_to(origins + np.int32(dk), parts[0].shape) for dk in w.deltas(spatial)]
+  nan = jnp.issubdtype(x.dtype, jnp.inexact)
+
+  def first_of(a, b):
+    (va, ia), (vb, ib) = a, b
+    later = vb > va
+    same = vb == va
+    if nan:
+      na, nb = va != va, vb != vb
+      later = later | (nb & ~na)
+      same = same | (na & nb)
+    take = later | (same & (ib < ia))
+    return lax.select(take, vb, va), lax.select(take, ib, ia)
+
+  values, idx = lax.reduce((jnp.stack(parts), jnp.stack(ids)), (fill, _NO_INDEX), first_of,
+                           (0,))
+  return values.astype(dtype), idx

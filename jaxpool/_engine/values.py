@@ -1,0 +1,176 @@
+"""Values: max/min/sum over the windows in the form a plan names, the avg divisor, and
+the transpose of a sum pool (the avg/lp derivative's backward)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxpool._engine import plan as planner
+from jaxpool._engine.views import Windows, identity, interleave, stacked, tiled
+from jaxpool._geometry import AxisTaps
+
+COMBINE = {"max": lax.max, "min": lax.min, "sum": lax.add}
+
+
+def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str) -> jax.Array:
+  """One axis reduced through the view :func:`~jaxpool._engine.plan.axis_form` names."""
+  fill = identity(kind, x.dtype)
+  if form == "slices":
+    return functools.reduce(COMBINE[kind], Windows(x.ndim, (axis,), (t,)).slices(x, fill))
+  xw = stacked(x, axis, t, fill, form)
+  if kind == "sum":
+    return jnp.sum(xw, axis=axis + 1)
+  return (jnp.max if kind == "max" else jnp.min)(xw, axis=axis + 1)
+
+
+def reduce_window(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
+                  kind: str) -> jax.Array:
+  """One ``lax.reduce_window`` over the regular ``axes`` (JAX's own derivative applies)."""
+  dims, strides, dil = ([1] * x.ndim for _ in range(3))
+  pads = [(0, 0)] * x.ndim
+  for a, t in zip(axes, taps):
+    dims[a], strides[a], dil[a] = t.window, t.stride, t.dilation
+    hi = (t.out - 1) * t.stride + t.span - t.size - t.pad_lo
+    pads[a] = (t.pad_lo, max(hi, 0))  # hi < 0: trailing inputs unused, cropped below
+  y = lax.reduce_window(x, identity(kind, x.dtype), COMBINE[kind], dims, strides, pads,
+                        window_dilation=dil)
+  limits = list(y.shape)
+  for a, t in zip(axes, taps):
+    limits[a] = t.out
+  return lax.slice(y, [0] * y.ndim, limits) if limits != list(y.shape) else y
+
+
+def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
+                form: str | None, upcast: bool = False) -> jax.Array:
+  """Max/min/sum over the windows: the regular axes in ``form``, then each irregular
+  axis by a gather."""
+  dtype = x.dtype
+  if upcast:
+    x = x.astype(np.float32)
+  fill = identity(kind, x.dtype)
+  regular = [(a, t) for a, t in zip(axes, taps) if t.regular and not t.identity]
+  ra, rt = tuple(a for a, _ in regular), tuple(t for _, t in regular)
+  if regular and form == "tiles":
+    def tile(xt, tt):
+      return functools.reduce(COMBINE[kind], Windows(xt.ndim, ra, tt).slices(xt, fill))
+    x = tiled(x, ra, rt, tile)
+  elif regular and form == "separable":
+    for a, t in reversed(regular):
+      x = reduce_axis(x, a, t, kind, "slices")
+  elif regular and form == "axes":
+    for a, t in regular:
+      x = reduce_window(x, (a,), (t,), kind)
+  elif regular:
+    x = reduce_window(x, ra, rt, kind)
+  for a, t in zip(axes, taps):
+    if not t.regular:
+      x = reduce_axis(x, a, t, kind, "gather")
+  return x.astype(dtype)
+
+
+# ----------------------------------------------------------------------------- averages
+
+
+def divisor(ndim: int, axes: Sequence[int], taps: Sequence[AxisTaps], include_pad: bool,
+            override: int | None) -> int | jax.Array:
+  """The avg-pool divisor of each window (PyTorch's rule): an int when it is uniform,
+  else an int32 array over the output grid, the product of per-axis counts computed
+  from iotas in the graph (cheaper than loading a constant divisor array)."""
+  if override is not None:
+    return int(override)
+  counts = [t.count(include_pad) for t in taps]
+  if all((c == c[0]).all() for c in counts):
+    return math.prod(int(c[0]) for c in counts)
+  result = np.int32(1)
+  for a, t, c in zip(axes, taps, counts):
+    if not (c == c[0]).all():
+      shape = [1] * ndim
+      shape[a] = t.out
+      result = result * t.count_of(lax.broadcasted_iota(jnp.int32, shape, a), include_pad)
+    else:
+      result = result * np.int32(c[0])
+  return result
+
+
+def divide(total: jax.Array, d: int | jax.Array) -> jax.Array:
+  return total / (np.array(d, total.dtype) if isinstance(d, int) else d.astype(total.dtype))
+
+
+def mean_values(x, axes, taps, rule, form):
+  """Window sums, divided by :func:`divisor` when ``rule = (include_pad, override)``."""
+  total = pool_values(x, axes, taps, "sum", form)
+  return total if rule is None else divide(total, divisor(x.ndim, axes, taps, *rule))
+
+
+def _transpose_taps(t: AxisTaps, r: int) -> tuple[int, AxisTaps] | None:
+  """The windows that land on input phase ``r`` (positions ``m*stride + r``).
+
+  Offset ``j`` of output ``o`` lands on ``p = o*stride - pad_lo + j*dilation``; on phase
+  ``r`` that is block ``m = o - c_j`` with ``c_j = (r + pad_lo - j*dilation) / stride``
+  for the ``j`` that divide evenly. Those ``j`` are evenly spaced, so phase ``r`` is a
+  regular stride-1 window over the cotangent: ``(skip, taps)`` where the first ``skip``
+  cotangent entries are never read. ``None`` when no offset lands on the phase.
+  """
+  s, d, p = t.stride, t.dilation, t.pad_lo
+  js = [j for j in range(t.window) if (r + p - j * d) % s == 0]
+  if not js:
+    return None
+  c_first, c_last = ((r + p - j * d) // s for j in (js[0], js[-1]))
+  dil = 1 if len(js) == 1 else (c_first - c_last) // (len(js) - 1)
+  skip = min(max(c_last, 0), t.out)
+  return skip, AxisTaps(t.out - skip, -(-t.size // s), len(js), 1, dil, skip - c_last)
+
+
+def sum_transpose(g: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
+                  rule) -> jax.Array:
+  """Transpose of :func:`mean_values`: per stride phase a pool of ``g``, interleaved.
+
+  The divisor is read per tap next to ``g`` (padded with 1), so no divided copy of
+  ``g`` is materialized.
+  """
+  d = 1 if rule is None else divisor(g.ndim, axes, taps, *rule)
+  grid = [1] * g.ndim
+  for a, t in zip(axes, taps):
+    grid[a] = t.out
+  d = None if isinstance(d, int) and d == 1 else jnp.broadcast_to(
+      jnp.asarray(d, jnp.int32), grid).astype(g.dtype)
+  planes = {}
+  for R in itertools.product(*[range(t.stride) for t in taps]):
+    parts = [_transpose_taps(t, r) for t, r in zip(taps, R)]
+    if any(part is None or part[1].size == 0 for part in parts):
+      continue  # no window lands on this phase: zeros
+    arrays = [g] if d is None else [g, d]
+    for a, (skip, _) in zip(axes, parts):
+      if skip:
+        arrays = [lax.slice_in_dim(v, skip, v.shape[a], axis=a) for v in arrays]
+    planes[R] = _divided_sum(arrays, axes, tuple(tp for _, tp in parts))
+  return interleave(planes, g, axes, taps)
+
+
+def _divided_sum(arrays, axes, taps) -> jax.Array:
+  """Window sums of ``g / d`` for ``arrays = [g]`` or ``[g, d]`` (``d`` over ``g``'s grid).
+
+  Windows within the tiles' budget read ``d`` per tap in the tiles; larger ones divide
+  once, then pool in the form the planner gives those windows."""
+  if len(arrays) == 2 and not planner.tiles_fit(taps):
+    arrays = [arrays[0] / arrays[1]]
+  if len(arrays) == 1:
+    regular = [t for t in taps if not t.identity]
+    form = planner.values_form(regular) if regular else None
+    return pool_values(arrays[0], axes, taps, "sum", form)
+  zero, one = np.zeros((), arrays[0].dtype), np.ones((), arrays[0].dtype)
+
+  def tile(parts, tt):
+    w = Windows(parts[0].ndim, axes, tt)
+    terms = [a / b for a, b in zip(w.slices(parts[0], zero), w.slices(parts[1], one))]
+    return functools.reduce(lax.add, terms)
+
+  return tiled(arrays, axes, taps, tile)

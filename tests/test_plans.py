@@ -1,0 +1,360 @@
+"""The planner: every plan it can name, forced on CPU through the private entry points'
+``plan=``, against the NumPy reference (values, indices, gradients); and per backend,
+the program each platform gets (``jax.export`` lowers for cuda and tpu without one)."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference as ref
+from jax import export
+from util import randn, ties
+
+import jaxpool
+from jaxpool import _geometry as geo
+from jaxpool._adaptive import bin_taps
+from jaxpool._engine import plan as planner
+from jaxpool._engine import pool_with_indices, select_pool, sum_pool
+from jaxpool._unpool import unpool
+
+# name: (spatial size, window, strides, padding, dilation, ceil_mode)
+WINDOWS = {
+    "2x2": ((6, 5), (2, 2), (2, 2), 0, 1, False),                 # blocked, ceil overhang-free
+    "2x2p1": ((6, 5), (2, 2), (2, 2), 1, 1, False),               # blocked, padded
+    "3x3s2": ((9, 8), (3, 3), (2, 2), 0, 1, False),               # overlapping, unpadded
+    "3x3s2p1_ceil": ((8, 7), (3, 3), (2, 2), 1, 1, True),         # padded tiles, overhang
+    "3x2_dilated": ((9, 8), (3, 2), (1, 1), 0, (1, 2), False),
+    "2x2p1_dilated": ((7, 6), (2, 2), (1, 1), 1, 2, False),
+    "5x5s1p2": ((7, 6), (5, 5), (1, 1), 2, 1, False),             # padded, over the tiles
+    "7x6_s52": ((9, 8), (7, 6), (5, 2), 0, 1, False),             # 42 elements: the chain
+    "1d_3s2p1": ((9,), (3,), (2,), 1, 1, False),
+    "3d": ((4, 5, 4), (2, 3, 2), (1, 2, 1), (1, 1, 0), 1, False),
+}
+ADAPTIVE = {"bins_4x5": ((10, 9), (4, 5)), "bins_6": ((13,), (6,)),
+            "bins_3x4x2": ((5, 6, 7), (3, 4, 2)), "bins_2x3_even": ((8, 9), (2, 3))}
+
+
+def _geometry(name):
+  if name in ADAPTIVE:
+    size, out = ADAPTIVE[name]
+    return size, tuple(bin_taps(n, o) for n, o in zip(size, out)), None
+  size, window, strides, padding, dilation, ceil_mode = WINDOWS[name]
+  lay, taps = geo.window_geometry("max_pool", (2, 3) + size, window, strides, padding,
+                                  dilation, ceil_mode, "channels_first")
+  return size, taps, (window, strides, padding, dilation, ceil_mode)
+
+
+def _reference_indices(x, taps, args, kind="max"):
+  if args is not None:
+    return ref.max_pool_with_indices(x, *args, kind=kind)
+  if kind == "min":
+    v, i = ref.adaptive_max_pool_with_indices(-x, tuple(t.out for t in taps))
+    return -v, i
+  return ref.adaptive_max_pool_with_indices(x, tuple(t.out for t in taps))
+
+
+def _routed(x, g, idx):
+  """d/dx sum(pool(x) * g) when each window's g goes to the flat index ``idx``."""
+  n = int(np.prod(x.shape[2:]))
+  dx = np.zeros((6, n))
+  np.add.at(dx, (np.arange(6)[:, None], idx.reshape(6, -1)), g.reshape(6, -1))
+  return dx.reshape(x.shape)
+
+
+def _plan_ids(plans):
+  return [",".join(f"{k}={v}" for k, v in vars(p).items() if v not in (None, False))
+          for p in plans]
+
+
+def _cases(op, per_form: int = 1):
+  """Each geometry under its GPU and TPU plans (the CPU plan runs in every other test),
+  and each other form of each field on the first ``per_form`` geometries it can serve."""
+  names = list(WINDOWS) + list(ADAPTIVE)
+  used: dict = {}
+  for name in names:
+    size, taps, _ = _geometry(name)
+    size_all = 6 * int(np.prod(size))
+    base = planner.plan(op, taps, np.float32, planner.Target("cpu", True), size=size_all)
+    keep = {planner.plan(op, taps, np.float32, planner.Target(p, True), size=size_all)
+            for p in ("gpu", "accelerator")}
+    for p in planner.candidates(op, taps, np.float32, size=size_all):
+      change = tuple((k, v) for k, v in vars(p).items() if getattr(base, k) != v)
+      if p == base or (p not in keep and used.get(change, 0) >= per_form):
+        continue
+      used[change] = used.get(change, 0) + 1
+      yield pytest.param(name, p, id=f"{name}-{_plan_ids([p])[0]}")
+
+
+@pytest.mark.parametrize("name,plan", list(_cases("max")))
+def test_every_max_plan_matches_the_reference(rng, name, plan):
+  """Values, the gradient to each window's first max, and forward mode (jvp) agree."""
+  size, taps, args = _geometry(name)
+  axes = tuple(range(2, 2 + len(size)))
+  kind = "min" if len(name) % 2 else "max"  # min shares every form: some cases each
+  x = ties(rng, (2, 3) + size)
+  want, idx = _reference_indices(x, taps, args, kind)
+  g = randn(rng, want.shape)
+  t = randn(rng, x.shape)
+
+  @jax.jit
+  def run(x, g, t):
+    def f(v):
+      return select_pool(v, axes, taps, kind, plan=plan)
+    y, vjp = jax.vjp(f, x)
+    return y, vjp(g)[0], jax.jvp(f, (x,), (t,))[1]
+
+  y, dx, dy = run(x, g, t)
+  np.testing.assert_array_equal(y, want)
+  np.testing.assert_allclose(dx, _routed(x, g, idx), rtol=1e-6, atol=1e-6)
+  picked = np.take_along_axis(t.reshape(6, -1), idx.reshape(6, -1), 1).reshape(want.shape)
+  if plan.backward != "jax":
+    np.testing.assert_array_equal(dy, picked)
+    return
+  # JAX's own forward rule (select_and_gather_add) takes the tangent of one of the tied
+  # maxima, which one XLA leaves open: first-max exact without ties, a max at ties.
+  np.testing.assert_array_equal(run(x, g, x)[2], want)
+  distinct = rng.permutation(x.size).reshape(x.shape).astype(np.float32)
+  _, idx = _reference_indices(distinct, taps, args, kind)
+  picked = np.take_along_axis(t.reshape(6, -1), idx.reshape(6, -1), 1).reshape(want.shape)
+  np.testing.assert_array_equal(run(distinct, g, t)[2], picked)
+
+
+@pytest.mark.parametrize("name,plan", list(_cases("sum")))
+def test_every_sum_plan_matches_the_reference(rng, name, plan):
+  """Averages (count_include_pad=False divisors) and their gradient, by vjp against the
+  reference's transpose: <g, A x> == <A^T g, x> for random x and g."""
+  size, taps, args = _geometry(name)
+  axes = tuple(range(2, 2 + len(size)))
+  x = randn(rng, (2, 3) + size)
+  if args is None:
+    want = ref.adaptive_avg_pool(x, tuple(t.out for t in taps))
+  else:
+    want = ref.avg_pool(x, *args, count_include_pad=False)
+  g = randn(rng, want.shape)
+
+  @jax.jit
+  def run(x, g):
+    y, vjp = jax.vjp(lambda v: sum_pool(v, axes, taps, (False, None), plan=plan), x)
+    return y, vjp(g)[0]
+
+  y, dx = run(x, g)
+  np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.vdot(dx, x), np.vdot(g, want), rtol=1e-4)
+  e = np.zeros(x.shape, np.float32)  # and entrywise: one input at a time through the ref
+  e.flat[7] = 1.0
+  probe = ref.adaptive_avg_pool(e, tuple(t.out for t in taps)) if args is None else \
+      ref.avg_pool(e, *args, count_include_pad=False)
+  np.testing.assert_allclose(np.asarray(dx).flat[7], np.vdot(g, probe), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,plan", list(_cases("indices")))
+def test_every_indices_plan_matches_the_reference(rng, name, plan):
+  size, taps, args = _geometry(name)
+  axes = tuple(range(2, 2 + len(size)))
+  x = ties(rng, (2, 3) + size)
+  x[0, 0].flat[3] = np.nan
+  want, want_idx = _reference_indices(x, taps, args)
+  g = randn(rng, want.shape)
+
+  @jax.jit
+  def run(x, g):
+    (y, i), vjp = jax.vjp(lambda v: pool_with_indices(v, axes, taps, size, plan=plan), x,
+                          has_aux=False)
+    return y, i, vjp((g, np.zeros(i.shape, jax.dtypes.float0)))[0]
+
+  y, i, dx = run(x, g)
+  np.testing.assert_array_equal(y, want)
+  np.testing.assert_array_equal(i, want_idx)
+  finite = np.isfinite(want).reshape(6, -1).all(1).reshape(2, 3)
+  np.testing.assert_allclose(np.asarray(dx)[finite], _routed(x, g, want_idx)[finite],
+                             rtol=1e-6, atol=1e-6)
+
+
+UNPOOLS = {"2x2": ((6, 4), (2, 2), (2, 2), ((0, 0), (0, 0))),
+           "2x3p_gap": ((7, 9), (2, 3), (3, 3), ((1, 0), (0, 1))),
+           "3x3s2p1": ((7, 7), (3, 3), (2, 2), ((1, 1), (1, 1))),
+           "1d": ((8,), (2,), (2,), ((0, 0),))}
+
+
+def _unpool_cases():
+  """As :func:`_cases`: the GPU/TPU plan of each geometry, every other form once."""
+  used = set()
+  for name, (size, window, stride, pads) in UNPOOLS.items():
+    lay, taps = geo.window_geometry("max_pool", (2, 3) + size, window, stride, pads, 1,
+                                    False, "channels_first")
+    del lay
+    utaps = tuple(geo.AxisTaps(n, t.out, k, s, 1, lo, hi)
+                  for n, t, k, s, (lo, hi) in zip(size, taps, window, stride, pads))
+    for in_window in (False, True):
+      kw = dict(size=6 * int(np.prod(size)), in_window=in_window)
+      base = planner.plan("unpool", utaps, np.float32, planner.Target("cpu", True), **kw)
+      keep = planner.plan("unpool", utaps, np.float32, planner.Target("gpu", True), **kw)
+      for p in planner.candidates("unpool", utaps, np.float32, **kw):
+        if p == base or (p != keep and (p.unpool, p.address) in used):
+          continue
+        used.add((p.unpool, p.address))
+        yield pytest.param(name, in_window, p, id=f"{name}-{in_window}-{_plan_ids([p])[0]}")
+
+
+@pytest.mark.parametrize("name,in_window,plan", list(_unpool_cases()))
+def test_every_unpool_plan_matches_the_reference(rng, name, in_window, plan):
+  size, window, stride, pads = UNPOOLS[name]
+  x = randn(rng, (2, 3) + size)
+  v, i = ref.max_pool_with_indices(x, window, stride, pads)
+  v, i = v.astype(np.float32), i.astype(np.int32)
+  blocks = (tuple(range(2, 2 + len(size))), window, stride, pads, size)
+  g = randn(rng, x.shape)
+
+  @jax.jit
+  def run(v, i, g):
+    y, vjp = jax.vjp(lambda a: unpool(a, i, blocks, x.shape, in_window, plan=plan), v)
+    return y, vjp(g)[0]
+
+  y, dv = run(v, i, g)
+  np.testing.assert_array_equal(y, ref.max_unpool(v, i, size))
+  want = np.take_along_axis(g.reshape(6, -1), i.reshape(6, -1), 1).reshape(v.shape)
+  np.testing.assert_array_equal(dv, want)
+
+
+def test_a_forced_plan_is_checked_against_the_geometry():
+  _, taps, _ = _geometry("3x3s2")
+  bad = planner.Plan(values="tiles", residual="match_blocks", backward="block")
+  with pytest.raises(ValueError, match="match_blocks"):
+    select_pool(jnp.zeros((2, 3, 9, 8)), (2, 3), taps, "max", plan=bad)
+  with pytest.raises(ValueError, match="values must be None or one of"):
+    planner.Plan(values="fast")
+
+
+def test_candidates_cover_every_form():
+  """Between them the test geometries reach every form of every field."""
+  seen = {f: set() for f in ("values", "residual", "backward", "indices", "unpool",
+                             "address")}
+  for op in ("max", "sum", "indices"):
+    for name in list(WINDOWS) + list(ADAPTIVE):
+      size, taps, _ = _geometry(name)
+      for p in planner.candidates(op, taps, np.float32, size=100):
+        for f in seen:
+          seen[f].add(getattr(p, f))
+  for in_window in (False, True):
+    for p in planner.candidates("unpool", _geometry("2x2")[1], np.float32, size=100,
+                                in_window=in_window):
+      seen["unpool"].add(p.unpool)
+      seen["address"].add(p.address)
+  assert seen["values"] >= set(planner.VALUES)
+  assert seen["residual"] >= set(planner.RESIDUALS)
+  assert seen["backward"] >= set(planner.BACKWARDS)
+  assert seen["indices"] >= set(planner.INDICES)
+  assert seen["unpool"] >= set(planner.UNPOOLS)
+  assert seen["address"] >= set(planner.ADDRESSES)
+
+
+# ----------------------------------------------------------------------------- per backend
+
+
+def _ops(text: str) -> set[str]:
+  return set(re.findall(r"stablehlo\.([a-z_]+)", text))
+
+
+def _program(fn, x, platform):
+  return export.export(jax.jit(fn), platforms=(platform,))(x).mlir_module()
+
+
+def _grad(f):
+  return jax.grad(lambda v: jnp.sum(jax.tree.leaves(f(v))[0].astype(jnp.float32) ** 2))
+
+
+ACCELERATED = {  # ops whose windows are regular: one reduce_window, JAX's own derivative
+    "max_3x3s2p1": lambda x: jaxpool.max_pool(x, (3, 3), 2, 1),
+    "max_3x3s1_ceil": lambda x: jaxpool.max_pool(x, (3, 3), 2, ceil_mode=True),
+    "min_2x2": lambda x: jaxpool.min_pool(x, (2, 2)),
+    "max_7x7": lambda x: jaxpool.max_pool(x, (7, 7), 1, 3),
+    "avg_3x3s1p1": lambda x: jaxpool.avg_pool(x, (3, 3), 1, 1, count_include_pad=False),
+    "avg_2x2_dilated": lambda x: jaxpool.avg_pool(x, (2, 2), 1, dilation=2),
+    "lp_3x3s2": lambda x: jaxpool.lp_pool(jnp.abs(x) + 1, 2.0, (3, 3), 2),
+    "adaptive_max_even": lambda x: jaxpool.adaptive_max_pool(x, (4, 4)),
+    "adaptive_avg_even": lambda x: jaxpool.adaptive_avg_pool(x, (2, 4)),
+    "global_max": lambda x: jaxpool.global_max_pool(x, 2),
+    "indices_3x3s2p1": lambda x: jaxpool.max_pool_with_indices(x, (3, 3), 2, 1),
+}
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+@pytest.mark.parametrize("name", list(ACCELERATED))
+def test_accelerators_get_reduce_window(name, platform):
+  """The GPU/TPU program holds its plan: reduce_window forward in the input dtype and no
+  CPU-only form (tiles concatenate, flat scatters, a float32 copy of a bfloat16 max).
+  The max/min derivative is JAX's select_and_scatter on TPU; on CUDA for windows over
+  ``SMALL`` elements only (smaller ones measured faster through the phase planes)."""
+  fn = ACCELERATED[name]
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 3)), jnp.bfloat16)
+  fwd, grad = _program(fn, x, platform), _program(_grad(fn), x, platform)
+  assert "reduce_window" in _ops(fwd)
+  assert not _ops(fwd) & {"concatenate", "scatter"}, _ops(fwd)
+  assert "scatter" not in _ops(grad)
+  if name.startswith(("avg", "lp", "adaptive_avg")):
+    assert "concatenate" not in _ops(grad)
+    return
+  assert "f32" not in fwd  # 16-bit max stays 16-bit
+  jax_rule = platform == "tpu" or name in ("max_7x7", "global_max")
+  assert ("select_and_scatter" in _ops(grad)) == jax_rule
+  if jax_rule:
+    assert "concatenate" not in _ops(grad)
+
+
+def test_accelerators_keep_a_custom_rule_only_for_dilation():
+  """Dilated max windows: reduce_window values, and the phase-plane rule for the
+  derivative (JAX's own raises there); the gradient runs here and is exact."""
+  def fn(x):
+    return jaxpool.max_pool(x, (2, 2), 1, dilation=2)
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 3)), jnp.float32)
+  fwd, grad = _program(fn, x, "cuda"), _program(_grad(fn), x, "cuda")
+  assert "reduce_window" in _ops(fwd)
+  assert "select_and_scatter" not in _ops(grad)
+  _, taps = geo.window_geometry("max_pool", x.shape, (2, 2), 1, 0, 2, False, "channels_last")
+  canonical = planner.plan("max", taps, np.float32, planner.Target("accelerator", True))
+  assert canonical == planner.Plan(values="window", residual="first_max", backward="planes")
+  y = select_pool(x, (1, 2), taps, "max", plan=canonical)
+  np.testing.assert_array_equal(y, fn(x))
+
+
+def test_cpu_keeps_its_tuned_plans():
+  """CPU: small windows as tiled slices (no reduce_window), the flat scatter-add
+  backward for unpadded overlapping windows on a lone device, max of bfloat16 in
+  float32; the program for cpu differs from the one for cuda."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 9, 9, 3)), jnp.bfloat16)
+  def fn(x):
+    return jaxpool.max_pool(x, (3, 3), 2, 1)
+  fwd = _program(fn, x, "cpu")
+  assert "reduce_window" not in _ops(fwd) and "concatenate" in _ops(fwd)
+  assert "f32" in fwd
+  _, taps = geo.window_geometry("max_pool", x.shape, (3, 3), 2, 0, 1, False, "channels_last")
+  lone = planner.plan("max", taps, np.float32, planner.Target("cpu", True), size=486)
+  assert (lone.residual, lone.backward, lone.address) == ("first_max", "scatter", "flat")
+  spmd = planner.plan("max", taps, np.float32, planner.Target("cpu", False), size=486)
+  assert spmd.backward == "planes" and spmd.address is None
+
+
+def test_unpool_checks_indices_first_on_cpu():
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 3)), jnp.float32)
+
+  def fn(x):
+    v, i = jaxpool.max_pool_with_indices(x, (2, 2))
+    return jaxpool.max_unpool(v, i, (2, 2))
+
+  cases = {}
+  for platform in ("cuda", "tpu", "cpu"):
+    text = _program(fn, x, platform)
+    assert "scatter" in _ops(text)
+    cases[platform] = text.count("stablehlo.case")
+  # the check's cond, on a lone CPU device, where the scatter is a serial loop
+  assert cases["cuda"] == cases["tpu"] == cases["cpu"] - 1
+  _, taps = geo.window_geometry("max_pool", x.shape, (2, 2), 2, 0, 1, False, "channels_last")
+  forms = {k: (p.unpool, p.address) for k, p in
+           planner.plans("unpool", taps, np.float32, size=x.size).items()}
+  assert forms == {"cpu": ("check_select", "flat"), "cuda": ("scatter", "iota"),
+                   "default": ("scatter", "iota")}
+  assert "gather" in _ops(_program(_grad(fn), x, "tpu"))
