@@ -358,3 +358,21 @@ def test_unpool_checks_indices_first_on_cpu():
   assert forms == {"cpu": ("check_select", "flat"), "cuda": ("scatter", "iota"),
                    "default": ("scatter", "iota")}
   assert "gather" in _ops(_program(_grad(fn), x, "tpu"))
+
+
+def _compiled_ops(fn, x) -> list[str]:
+  text = jax.jit(fn).lower(x).compile().as_text()
+  return sorted(re.findall(r"\s([a-z][a-z\-]*)\(", text))
+
+
+@pytest.mark.parametrize("shape", [(4, 7, 7, 16), (2, 5, 6, 3, 8)])
+def test_whole_axis_averages_lower_to_one_reduction(shape):
+  """``adaptive_avg_pool(x, (1,) * d)``, an ``avg_pool`` window spanning each axis and
+  ``global_avg_pool`` compile to the same program on CPU: one reduce, no reduce-window
+  (the non-overlapping ``blocks`` plan: a reshape and a reduce)."""
+  x = jnp.ones(shape)
+  d = len(shape) - 2
+  want = _compiled_ops(lambda v: jaxpool.global_avg_pool(v, d, keepdims=True), x)
+  assert want.count("reduce") == 1 and "reduce-window" not in want
+  assert _compiled_ops(lambda v: jaxpool.adaptive_avg_pool(v, (1,) * d), x) == want
+  assert _compiled_ops(lambda v: jaxpool.avg_pool(v, shape[1:-1]), x) == want

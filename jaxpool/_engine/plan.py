@@ -40,7 +40,7 @@ CHAIN_READS = 2    # chain scatter-add only where windows read each element this
 INT32_MAX = 2**31  # flat scatter positions must fit int32
 
 # The forms each field may name.
-VALUES = ("tiles", "separable", "axes", "window")
+VALUES = ("tiles", "separable", "axes", "window", "blocks")
 RESIDUALS = ("match_blocks", "match_stacked", "match_slices", "first_max", "first_max_tiled",
              "input")
 BACKWARDS = ("jax", "block", "planes", "scatter", "chain", "chain_scatter")
@@ -57,8 +57,9 @@ class Plan:
   Attributes:
     values: the regular window axes' values: ``"tiles"`` (strided slices of the input
       per border/interior tile), ``"separable"`` (slices, one axis at a time),
-      ``"axes"`` (one ``reduce_window`` per axis) or ``"window"`` (one
-      ``reduce_window`` over every window dim). Irregular (adaptive) axes always
+      ``"axes"`` (one ``reduce_window`` per axis), ``"window"`` (one
+      ``reduce_window`` over every window dim) or ``"blocks"`` (non-overlapping
+      windows: a reshape and one reduce over the window axes). Irregular (adaptive) axes always
       gather their bins afterwards.
     upcast: max/min of float16/bfloat16 computed in float32 (exact either way).
     residual: what the max/min derivative keeps: window offsets of each first max
@@ -160,12 +161,15 @@ def tiles_fit(taps: Sequence[AxisTaps]) -> bool:
 # ----------------------------------------------------------------------------- CPU forms
 
 
-def values_form(taps: Sequence[AxisTaps]) -> str:
+def values_form(taps: Sequence[AxisTaps], kind: str) -> str:
   """XLA:CPU's values form for regular, non-identity taps.
 
   Small windows (and strided ones up to ``JOINT_MAX``) as tiled slices of the input (a
   padded read branches per element there); unpadded stride-1 windows up to
-  ``SEPARABLE_MAX`` as separable slices; the rest one ``reduce_window`` per axis.
+  ``SEPARABLE_MAX`` as separable slices; larger non-overlapping sums (adaptive bins that
+  divide evenly, whole-axis windows) as a reshape and one reduce (XLA:CPU's
+  ``reduce_window`` sum is slow there, its max is not); the rest one ``reduce_window``
+  per axis.
   """
   size = math.prod(t.window for t in taps)
   small = size <= SMALL or (size <= JOINT_MAX and any(t.stride > 1 for t in taps))
@@ -173,6 +177,8 @@ def values_form(taps: Sequence[AxisTaps]) -> str:
     return "tiles"
   if all(t.window <= SEPARABLE_MAX and t.stride == 1 and unpadded(t) for t in taps):
     return "separable"
+  if kind == "sum" and blocked(taps):
+    return "blocks"
   return "axes"
 
 
@@ -257,7 +263,7 @@ def _regular(taps):
 
 def _cpu_plan(op, taps, dtype, target, size) -> Plan:
   regular = _regular(taps)
-  values = values_form(regular) if regular else None
+  values = values_form(regular, "sum" if op == "sum" else "max") if regular else None
   upcast = op != "sum" and _is_16bit_float(dtype)
   address = _address(target, size)
   if op == "sum":
@@ -378,9 +384,11 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     if p.values != "window" or not regular or any(t.dilation > 1 for t in taps):
       return ("backward='jax' routes to the first max only for values='window' over "
               "regular undilated windows")
-  if p.residual not in (None, "input") and not joint(taps):
+  if p.values == "blocks" and not (regular and blocked(taps)):
+    return "values='blocks' needs non-overlapping undilated windows"
+  if p.residual not in (None, "input", "match_blocks") and not joint(taps):
     return f"residual={p.residual!r} needs regular windows of at most {JOINT_MAX} elements"
-  if p.residual == "match_blocks" and not blocked(taps):
+  if p.residual == "match_blocks" and not (regular and blocked(taps)):
     return "residual='match_blocks' needs non-overlapping undilated windows"
   if p.residual == "match_stacked" and not all(map(unpadded, taps)):
     return "residual='match_stacked' needs unpadded windows"

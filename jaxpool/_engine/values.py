@@ -65,6 +65,11 @@ def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kin
   elif regular and form == "separable":
     for a, t in reversed(regular):
       x = reduce_axis(x, a, t, kind, "slices")
+  elif regular and form == "blocks":
+    w = Windows(x.ndim, ra, rt)
+    xw = w.blocks(x, fill)
+    x = (jnp.sum if kind == "sum" else jnp.max if kind == "max" else jnp.min)(
+        xw, axis=w.window_axes)
   elif regular and form == "axes":
     for a, t in regular:
       x = reduce_window(x, (a,), (t,), kind)
@@ -164,7 +169,7 @@ def _divided_sum(arrays, axes, taps) -> jax.Array:
     arrays = [arrays[0] / arrays[1]]
   if len(arrays) == 1:
     regular = [t for t in taps if not t.identity]
-    form = planner.values_form(regular) if regular else None
+    form = planner.values_form(regular, "sum") if regular else None
     return pool_values(arrays[0], axes, taps, "sum", form)
   zero, one = np.zeros((), arrays[0].dtype), np.ones((), arrays[0].dtype)
 
