@@ -271,9 +271,10 @@ def _cpu_plan(op, taps, dtype, target, size) -> Plan:
     planes = all(t.regular for t in taps) and not strided
     return Plan(values=values, backward="planes" if planes else "jax")
   residual, backward = _cpu_select_derivative(taps, address)
-  if op != "indices":
-    return Plan(values=values, upcast=upcast, residual=residual, backward=backward,
+  select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
                 address=address if backward in ("scatter", "chain_scatter") else None)
+  if op != "indices":
+    return select
   if joint(taps) and blocked(taps) and all(map(unpadded, taps)):
     return Plan(upcast=upcast, indices="block")
   if not joint(taps):
@@ -282,9 +283,7 @@ def _cpu_plan(op, taps, dtype, target, size) -> Plan:
     indices = "first_max_tiled"
   else:
     indices = "first_max"
-  return Plan(values=values, upcast=upcast, residual=residual, backward=backward,
-              indices=indices,
-              address=address if backward in ("scatter", "chain_scatter") else None)
+  return dataclasses.replace(select, indices=indices)
 
 
 def _cpu_select_derivative(taps, address) -> tuple[str, str]:
@@ -306,7 +305,7 @@ def _canonical_plan(op, taps, dtype) -> Plan:
     return Plan(values=values, backward="jax")
   regular = all(t.regular for t in taps)
   if regular and all(t.dilation == 1 for t in taps):
-    residual, backward = None, "jax"  # reduce_window's own rule: first max, both modes
+    residual, backward = None, "jax"  # JAX's reduce_window rule: to the first max
   elif joint(taps):
     residual, backward = "first_max", "planes"  # JAX's rule raises on dilated windows
   else:
