@@ -281,10 +281,7 @@ def unpool(values, idx, blocks, shape: tuple[int, ...], in_window: bool, *,
     return {"scatter": scatter_all, "select": select, "check_select": check_first}[p.unpool]
 
   if plan is not None:
-    why = planner.valid(plan, "unpool", taps)
-    if why is not None:
-      raise ValueError(f"plan {plan} cannot serve 'unpool' on {taps}: {why}.")
-    return run(plan)(values, idx)
+    return run(planner.forced(plan, "unpool", taps))(values, idx)
   plans = planner.plans("unpool", taps, values.dtype, size=math.prod(shape),
                         in_window=in_window)
   return on_backends(run, plans, values, idx)

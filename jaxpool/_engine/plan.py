@@ -416,6 +416,14 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
   return None
 
 
+def forced(p: Plan, op: str, taps: Sequence[AxisTaps]) -> Plan:
+  """``p``, if it can serve ``op`` on ``taps`` (see :func:`valid`); else a ValueError."""
+  why = valid(p, op, taps)
+  if why is not None:
+    raise ValueError(f"plan {p} cannot serve {op!r} on {tuple(taps)}: {why}.")
+  return p
+
+
 def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
                in_window: bool = False) -> list[Plan]:
   """Every form of every field that can serve ``op`` on ``taps``, each in at least one

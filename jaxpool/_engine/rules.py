@@ -38,16 +38,9 @@ from jaxpool._geometry import AxisTaps
 from jaxpool._linear import transposed_jvp
 
 
-def _forced(p: Plan, op: str, taps) -> Plan:
-  why = planner.valid(p, op, taps)
-  if why is not None:
-    raise ValueError(f"plan {p} cannot serve {op!r} on {taps}: {why}.")
-  return p
-
-
 def _run(op, taps, x, run, plan: Plan | None, **kw):
   if plan is not None:
-    return run(_forced(plan, op, taps))(x)
+    return run(planner.forced(plan, op, taps))(x)
   return on_backends(run, planner.plans(op, taps, x.dtype, **kw), x)
 
 

@@ -18,6 +18,7 @@ from jaxpool._engine.views import Windows, identity, interleave, stacked, tiled
 from jaxpool._geometry import AxisTaps
 
 COMBINE = {"max": lax.max, "min": lax.min, "sum": lax.add}
+_REDUCE = {"max": jnp.max, "min": jnp.min, "sum": jnp.sum}
 
 
 def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str) -> jax.Array:
@@ -25,10 +26,7 @@ def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str) -> j
   fill = identity(kind, x.dtype)
   if form == "slices":
     return functools.reduce(COMBINE[kind], Windows(x.ndim, (axis,), (t,)).slices(x, fill))
-  xw = stacked(x, axis, t, fill, form)
-  if kind == "sum":
-    return jnp.sum(xw, axis=axis + 1)
-  return (jnp.max if kind == "max" else jnp.min)(xw, axis=axis + 1)
+  return _REDUCE[kind](stacked(x, axis, t, fill, form), axis=axis + 1)
 
 
 def reduce_window(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
@@ -67,9 +65,7 @@ def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kin
       x = reduce_axis(x, a, t, kind, "slices")
   elif regular and form == "blocks":
     w = Windows(x.ndim, ra, rt)
-    xw = w.blocks(x, fill)
-    x = (jnp.sum if kind == "sum" else jnp.max if kind == "max" else jnp.min)(
-        xw, axis=w.window_axes)
+    x = _REDUCE[kind](w.blocks(x, fill), axis=w.window_axes)
   elif regular and form == "axes":
     for a, t in regular:
       x = reduce_window(x, (a,), (t,), kind)
