@@ -12,6 +12,7 @@ from jaxpool._adaptive import (
 )
 from jaxpool._argmax import max_pool_with_indices
 from jaxpool._global import channel_pool, global_avg_pool, global_max_pool
+from jaxpool._segment import segment_pool
 from jaxpool._unpool import max_unpool
 from jaxpool._window import avg_pool, lp_pool, max_pool, min_pool
 
@@ -41,4 +42,5 @@ __all__ = [
     "max_pool_with_indices",
     "max_unpool",
     "min_pool",
+    "segment_pool",
 ]

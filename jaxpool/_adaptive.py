@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxpool import _extents
 from jaxpool import _geometry as geo
 from jaxpool._argmax import indexed_select
 from jaxpool._engine import select_pool, sum_pool
@@ -53,11 +54,15 @@ def _geometry(fn: str, x, output_size, data_format, kinds: str):
   return x, lay, taps
 
 
+def _sizes(taps) -> tuple[int, ...]:
+  return tuple(t.out for t in taps)
+
+
 _SHAPES = """Shapes: ``x`` is ``(*batch, *spatial, C)`` (``channels_last``) or
   ``(*batch, C, *spatial)``; the output replaces ``*spatial`` by ``output_size``."""
 
 
-def adaptive_avg_pool(x: ArrayLike, output_size, *,
+def adaptive_avg_pool(x: ArrayLike, output_size, *, lengths=None,
                       data_format: str = "channels_last") -> jax.Array:
   """Adaptive average pooling with PyTorch's (possibly overlapping) bins.
 
@@ -66,7 +71,13 @@ def adaptive_avg_pool(x: ArrayLike, output_size, *,
   Args:
     x: floating input (float32 accumulation for float16/bfloat16).
     output_size: ``d`` entries, each an int >= 1 (may exceed the input length) or
-      ``None`` to keep that dim.
+      ``None`` to keep that dim (its static, padded length when ``lengths`` is given).
+    lengths: optional int array ``(*batch, d)`` (or ``(*batch,)`` for 1-D): each
+      example's valid extent per spatial dim, the leading positions of each axis (right
+      padding). Each example then gets exactly the PyTorch op on its valid region alone,
+      with bins computed from its own lengths; positions beyond them never affect the
+      result and get zero gradient. Runtime values: changing them never recompiles.
+      They are clipped to ``[1, L]``, since a traced value cannot be checked.
     data_format: ``"channels_last"`` (default) or ``"channels_first"``.
 
   Returns:
@@ -77,23 +88,31 @@ def adaptive_avg_pool(x: ArrayLike, output_size, *,
 
   Lowering: bins that divide evenly are windows, lowered as :func:`jaxpool.avg_pool`'s
   on each backend; each irregular axis is one static gather and a reduction, whose
-  gradient is JAX's transpose of that gather (a scatter-add), on every backend.
+  gradient is JAX's transpose of that gather (a scatter-add), on every backend. With
+  ``lengths`` every axis is a gather of runtime positions at a static width (at most
+  ``ceil(L/o) + 1``) and a mask; an axis pooled to one bin is only a mask.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
     >>> x = jnp.arange(5.).reshape(5, 1)
     >>> jaxpool.adaptive_avg_pool(x, (3,))[:, 0]
     Array([0.5, 2. , 3.5], dtype=float32)
+    >>> clips = jnp.arange(12.).reshape(2, 6, 1)  # two clips, 6 and 4 steps long
+    >>> jaxpool.adaptive_avg_pool(clips, (2,), lengths=jnp.array([6, 4]))[..., 0]
+    Array([[1. , 4. ],
+           [6.5, 8.5]], dtype=float32)
   """
   fn = "adaptive_avg_pool"
   x, lay, taps = _geometry(fn, x, output_size, data_format, "float")
   with jax.named_scope(fn):
+    if lengths is not None:
+      return _extents.pool(fn, x, lay, _sizes(taps), lengths, "avg")
     rule = (False, None)  # bins never read padding
     return sum_pool(x.astype(geo.accum_dtype(x.dtype)), lay.spatial_axes, taps,
                     rule).astype(x.dtype)
 
 
-def adaptive_max_pool(x: ArrayLike, output_size, *,
+def adaptive_max_pool(x: ArrayLike, output_size, *, lengths=None,
                       data_format: str = "channels_last") -> jax.Array:
   """Adaptive max pooling with PyTorch's bins.
 
@@ -101,7 +120,7 @@ def adaptive_max_pool(x: ArrayLike, output_size, *,
 
   Args:
     x: input (float, int or bool).
-    output_size, data_format: as :func:`adaptive_avg_pool`.
+    output_size, lengths, data_format: as :func:`adaptive_avg_pool`.
 
   Returns:
     Per bin, its maximum; NaN propagates and the gradient goes to the first maximum in
@@ -111,7 +130,9 @@ def adaptive_max_pool(x: ArrayLike, output_size, *,
     ValueError, TypeError: bad ``output_size``, rank or dtype.
 
   Lowering: as :func:`adaptive_avg_pool`, with max instead of add; the gradient of
-  irregular bins routes the cotangent one axis at a time to each bin's first max.
+  irregular bins routes the cotangent one axis at a time to each bin's first max. With
+  ``lengths`` each bin is read whole (one gather of its static-width box), its first
+  maximum found with an argmax, and its value taken by one gather at that index.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -122,10 +143,12 @@ def adaptive_max_pool(x: ArrayLike, output_size, *,
   fn = "adaptive_max_pool"
   x, lay, taps = _geometry(fn, x, output_size, data_format, "any")
   with jax.named_scope(fn):
+    if lengths is not None:
+      return _extents.pool(fn, x, lay, _sizes(taps), lengths, "max")
     return select_pool(x, lay.spatial_axes, taps, "max")
 
 
-def adaptive_max_pool_with_indices(x: ArrayLike, output_size, *,
+def adaptive_max_pool_with_indices(x: ArrayLike, output_size, *, lengths=None,
                                    data_format: str = "channels_last"
                                    ) -> tuple[jax.Array, jax.Array]:
   """Adaptive max pooling plus PyTorch-convention int32 argmax indices.
@@ -133,12 +156,14 @@ def adaptive_max_pool_with_indices(x: ArrayLike, output_size, *,
   {shapes}
 
   Args:
-    x, output_size, data_format: as :func:`adaptive_max_pool`.
+    x, output_size, lengths, data_format: as :func:`adaptive_max_pool`.
 
   Returns:
     ``(values, indices)``: ``values`` as :func:`adaptive_max_pool`; ``indices`` the flat
     row-major index within each (batch, channel) slice's spatial volume of the first
-    maximum (or first NaN), exactly as :func:`jaxpool.max_pool_with_indices`.
+    maximum (or first NaN), exactly as :func:`jaxpool.max_pool_with_indices`. With
+    ``lengths`` the index is flat within the full padded volume (``h*W + w`` with the
+    padded ``W``), so it feeds :func:`jaxpool.max_unpool` with the padded size.
 
   Raises:
     ValueError, TypeError: bad ``output_size``, rank or dtype, or a spatial volume too
@@ -155,6 +180,9 @@ def adaptive_max_pool_with_indices(x: ArrayLike, output_size, *,
   """
   fn = "adaptive_max_pool_with_indices"
   x, lay, taps = _geometry(fn, x, output_size, data_format, "any")
+  if lengths is not None:
+    with jax.named_scope(fn):
+      return _extents.pool(fn, x, lay, _sizes(taps), lengths, "indices")
   return indexed_select(fn, x, lay, taps)
 
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxpool import _extents
 from jaxpool import _geometry as geo
 from jaxpool._engine import select_pool
 
@@ -33,8 +34,8 @@ def _finish(y: jax.Array, axes, keepdims: bool) -> jax.Array:
   return y if keepdims else jnp.squeeze(y, axis=tuple(axes))
 
 
-def global_avg_pool(x: ArrayLike, num_spatial_dims: int, *,
-                    keepdims: bool = False, data_format: str = "channels_last") -> jax.Array:
+def global_avg_pool(x: ArrayLike, num_spatial_dims: int, *, keepdims: bool = False,
+                    lengths=None, data_format: str = "channels_last") -> jax.Array:
   """Mean over every spatial dim.
 
   Shapes: ``(*batch, *spatial, C) -> (*batch, C)`` (``channels_last``; with
@@ -47,12 +48,18 @@ def global_avg_pool(x: ArrayLike, num_spatial_dims: int, *,
       a batch of sequences ``(N, L, C)``, and under ``jax.vmap`` each example has no
       batch axis.
     keepdims: keep the reduced dims as size 1.
+    lengths: optional int array ``(*batch, d)`` (or ``(*batch,)`` when ``d == 1``):
+      each example's valid extent per spatial dim (right padding). Each example is
+      reduced over its valid region alone; padding never affects the result and gets
+      zero gradient. Runtime values, clipped to ``[1, L]`` (a traced value cannot be
+      checked).
     data_format: ``"channels_last"`` (default) or ``"channels_first"``.
 
   Returns:
     The means, same dtype as ``x``.
 
-  Lowering: one reduction, on every backend.
+  Lowering: one reduction, on every backend (with ``lengths``: a mask, then the
+  reduction).
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -66,6 +73,9 @@ def global_avg_pool(x: ArrayLike, num_spatial_dims: int, *,
   keepdims = geo.check_bool(fn, "keepdims", keepdims)
   lay = _spatial_layout(fn, x, num_spatial_dims, data_format)
   with jax.named_scope(fn):
+    if lengths is not None:
+      y = _extents.pool(fn, x, lay, (1,) * lay.num_spatial, lengths, "avg")
+      return _finish(y, lay.spatial_axes, keepdims)
     # The spatial axes are contiguous in both layouts: one merged axis reduces faster
     # on CPU than a multi-axis mean.
     first, d = lay.spatial_axes[0], len(lay.spatial_axes)
@@ -75,13 +85,13 @@ def global_avg_pool(x: ArrayLike, num_spatial_dims: int, *,
     return _finish(y.reshape(lay.with_spatial(x.shape, (1,) * d)), lay.spatial_axes, keepdims)
 
 
-def global_max_pool(x: ArrayLike, num_spatial_dims: int, *,
-                    keepdims: bool = False, data_format: str = "channels_last") -> jax.Array:
+def global_max_pool(x: ArrayLike, num_spatial_dims: int, *, keepdims: bool = False,
+                    lengths=None, data_format: str = "channels_last") -> jax.Array:
   """Max over every spatial dim; arguments as :func:`global_avg_pool`.
 
   Float, int or bool input. NaN propagates; the gradient goes to the first maximum in
   row-major order (not split among ties, unlike ``jnp.max``), like PyTorch's
-  ``adaptive_max_pool(x, 1)``.
+  ``adaptive_max_pool(x, 1)``. ``lengths`` as :func:`global_avg_pool`.
 
   Lowering: as :func:`jaxpool.max_pool` with the whole spatial extent as one window, on
   each backend.
@@ -90,13 +100,19 @@ def global_max_pool(x: ArrayLike, num_spatial_dims: int, *,
     >>> import jax.numpy as jnp, jaxpool
     >>> jaxpool.global_max_pool(jnp.arange(8.).reshape(1, 2, 4, 1), 2)
     Array([[7.]], dtype=float32)
+    >>> jaxpool.global_max_pool(jnp.arange(8.).reshape(1, 2, 4, 1), 2,
+    ...                         lengths=jnp.array([[2, 3]]))  # rows 0-1, columns 0-2
+    Array([[6.]], dtype=float32)
   """
   fn = "global_max_pool"
   x = geo.as_array(fn, x, kinds="any")
   keepdims = geo.check_bool(fn, "keepdims", keepdims)
   lay = _spatial_layout(fn, x, num_spatial_dims, data_format)
   with jax.named_scope(fn):
-    y = select_pool(x, lay.spatial_axes, _whole(lay.spatial_axes, x.shape), "max")
+    if lengths is not None:
+      y = _extents.pool(fn, x, lay, (1,) * lay.num_spatial, lengths, "max")
+    else:
+      y = select_pool(x, lay.spatial_axes, _whole(lay.spatial_axes, x.shape), "max")
     return _finish(y, lay.spatial_axes, keepdims)
 
 

@@ -27,6 +27,7 @@ import jaxpool as F
 __all__ = [
     "AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "ChannelPool", "GlobalAvgPool",
     "GlobalMaxPool", "LPPool", "MaxPool", "MaxPoolWithIndices", "MaxUnpool", "MinPool",
+    "SegmentPool",
 ]
 
 Ints = int | Sequence[int]
@@ -126,15 +127,15 @@ class AdaptiveAvgPool(nn.Module):
   output_size: Sequence[int | None]
   data_format: str = "channels_last"
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return F.adaptive_avg_pool(x, **_kwargs(self))
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+    return F.adaptive_avg_pool(x, lengths=lengths, **_kwargs(self))
 
 
 class AdaptiveMaxPool(AdaptiveAvgPool):
   """Equivalent to partial application of :func:`jaxpool.adaptive_max_pool`."""
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return F.adaptive_max_pool(x, **_kwargs(self))
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+    return F.adaptive_max_pool(x, lengths=lengths, **_kwargs(self))
 
 
 class GlobalAvgPool(nn.Module):
@@ -144,15 +145,15 @@ class GlobalAvgPool(nn.Module):
   keepdims: bool = False
   data_format: str = "channels_last"
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return F.global_avg_pool(x, **_kwargs(self))
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+    return F.global_avg_pool(x, lengths=lengths, **_kwargs(self))
 
 
 class GlobalMaxPool(GlobalAvgPool):
   """Equivalent to partial application of :func:`jaxpool.global_max_pool`."""
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return F.global_max_pool(x, **_kwargs(self))
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+    return F.global_max_pool(x, lengths=lengths, **_kwargs(self))
 
 
 class ChannelPool(nn.Module):
@@ -165,3 +166,14 @@ class ChannelPool(nn.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return F.channel_pool(x, **_kwargs(self))
+
+
+class SegmentPool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.segment_pool`; the ids are a
+  call argument (runtime values)."""
+
+  num_segments: int
+  op: str = "avg"
+
+  def __call__(self, x: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    return F.segment_pool(x, segment_ids, **_kwargs(self))

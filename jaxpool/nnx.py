@@ -25,6 +25,7 @@ import jaxpool as F
 __all__ = [
     "AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "ChannelPool", "GlobalAvgPool",
     "GlobalMaxPool", "LPPool", "MaxPool", "MaxPoolWithIndices", "MaxUnpool", "MinPool",
+    "SegmentPool",
 ]
 
 Ints = int | Sequence[int]
@@ -142,15 +143,15 @@ class AdaptiveAvgPool(_Pool):
                data_format: str = "channels_last"):
     self._set(locals())
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return F.adaptive_avg_pool(x, **self._kwargs())
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+    return F.adaptive_avg_pool(x, lengths=lengths, **self._kwargs())
 
 
 class AdaptiveMaxPool(AdaptiveAvgPool):
   """Equivalent to partial application of :func:`jaxpool.adaptive_max_pool`."""
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return F.adaptive_max_pool(x, **self._kwargs())
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+    return F.adaptive_max_pool(x, lengths=lengths, **self._kwargs())
 
 
 class GlobalAvgPool(_Pool):
@@ -162,15 +163,15 @@ class GlobalAvgPool(_Pool):
                data_format: str = "channels_last"):
     self._set(locals())
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return F.global_avg_pool(x, **self._kwargs())
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+    return F.global_avg_pool(x, lengths=lengths, **self._kwargs())
 
 
 class GlobalMaxPool(GlobalAvgPool):
   """Equivalent to partial application of :func:`jaxpool.global_max_pool`."""
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return F.global_max_pool(x, **self._kwargs())
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+    return F.global_max_pool(x, lengths=lengths, **self._kwargs())
 
 
 class ChannelPool(_Pool):
@@ -184,3 +185,16 @@ class ChannelPool(_Pool):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return F.channel_pool(x, **self._kwargs())
+
+
+class SegmentPool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.segment_pool`; the ids are a
+  call argument (runtime values)."""
+
+  _arg_names = ("num_segments", "op")
+
+  def __init__(self, num_segments: int, op: str = "avg"):
+    self._set(locals())
+
+  def __call__(self, x: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    return F.segment_pool(x, segment_ids, **self._kwargs())
