@@ -14,6 +14,7 @@ gather at that index, whose derivative sends the cotangent there and nowhere els
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -40,7 +41,7 @@ def check_lengths(fn: str, lengths, batch: tuple[int, ...],
     raise ValueError(f"{fn}: lengths must have shape {batch + (d,)}{alt} (the batch "
                      f"shape of x, then one length per spatial dim), got {shape}.")
   lengths = jnp.asarray(lengths, jnp.int32).reshape(batch + (d,))
-  return jnp.clip(lengths, 1, np.array(spatial, np.int32))
+  return jnp.clip(lengths, 1, np.array(spatial, np.int32).reshape((1,) * len(batch) + (d,)))
 
 
 def _bins(n: jax.Array, size: int, out: int) -> tuple[jax.Array, jax.Array]:
@@ -52,7 +53,7 @@ def _bins(n: jax.Array, size: int, out: int) -> tuple[jax.Array, jax.Array]:
   i = jnp.arange(out)
   starts = (i * n) // out
   ends = -((-(i + 1) * n) // out)
-  pos = starts[:, None] + j
+  pos = starts[:, None] + j[None]
   return jnp.minimum(pos, size - 1), pos < ends[:, None]
 
 
@@ -114,17 +115,29 @@ def pool(fn: str, x: jax.Array, lay: geo.Layout, out: tuple[int, ...], lengths,
   indices)``.
   """
   d = len(out)
+  batch = x.shape[:lay.spatial_axes[0] if lay.channel_axis > lay.spatial_axes[0]
+                 else lay.channel_axis]
+  spatial = lay.spatial_shape(x.shape)
+  n = check_lengths(fn, lengths, batch, spatial).reshape(-1, d)
+  if op != "avg":
+    geo.spatial_volume(fn, spatial)
+  # one program even when called eagerly: op by op, the gathers and masks of every
+  # axis would each compile on their own
+  return _pool(x, n, lay, out, op)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _pool(x: jax.Array, n: jax.Array, lay: geo.Layout, out: tuple[int, ...], op: str):
+  d = len(out)
   channels_first = lay.channel_axis < lay.spatial_axes[0]
   if channels_first:
     x = jnp.moveaxis(x, lay.channel_axis, -1)
-  batch, spatial = x.shape[:-d - 1], x.shape[-d - 1:-1]
-  n = check_lengths(fn, lengths, batch, spatial).reshape(-1, d)
+  batch = x.shape[:-d - 1]
   xs = x.reshape((-1,) + x.shape[-d - 1:])
   if op == "avg":
     y = jax.vmap(_avg_one, (0, 0, None))(xs.astype(geo.accum_dtype(x.dtype)), n, out)
     outs = (y.astype(x.dtype),)
   else:
-    geo.spatial_volume(fn, spatial)
     idx = jax.vmap(_argmax_one, (0, 0, None))(jax.lax.stop_gradient(xs), n, out)
     flat_idx = idx.reshape(idx.shape[0], -1, idx.shape[-1])
     y = jnp.take_along_axis(xs.reshape(xs.shape[0], -1, xs.shape[-1]), flat_idx, axis=1)

@@ -1,16 +1,15 @@
 """``segment_pool``: pooling per segment of a packed axis (packed sequences, graphs).
 
 Segment ids are runtime values and ``num_segments`` is static, so one program serves
-every packing. Batched ids are made global (row ``b``'s segment ``s`` is ``b*S + s``)
-and everything is a segment reduction over one flat axis: a sum for avg and sum; for
-max and min, the extreme, then the first position that holds it, then one gather at
-that position, whose derivative sends the cotangent to the first extreme in position
+every packing. Each packed row is a segment reduction mapped over the rows: a sum for
+avg and sum; for max and min, the extreme, then the first position that holds it, then
+one gather at that position, whose derivative sends the cotangent to the first extreme in position
 order (``jax.ops.segment_max``'s derivative splits it among ties).
 """
 
 from __future__ import annotations
 
-import math
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +92,8 @@ def segment_pool(x: ArrayLike, segment_ids: ArrayLike, num_segments: int,
     ValueError, TypeError: bad ``op``, dtype, ids shape or dtype, or ``num_segments``.
     Ids themselves are runtime values and are not checked.
 
-  Lowering: segment reductions (scatters) over one flat axis, on every backend.
+  Lowering: segment reductions (scatters) per packed row, mapped over the rows, on
+  every backend.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -106,24 +106,32 @@ def segment_pool(x: ArrayLike, segment_ids: ArrayLike, num_segments: int,
   """
   fn = "segment_pool"
   x, ids, segments = _check(fn, x, segment_ids, num_segments, op)
-  lead, length, features = ids.shape[:-1], ids.shape[-1], x.shape[ids.ndim:]
-  rows = math.prod(lead)
   with jax.named_scope(fn):
-    ids = ids.reshape(rows, length).astype(np.int32)
-    keep = (ids >= 0) & (ids < segments)
-    row = jax.lax.broadcasted_iota(np.int32, ids.shape, 0)
-    # out-of-range ids go to the one index past the end, which every reduction drops
-    ids = jnp.where(keep, ids + row * segments, rows * segments).reshape(-1)
-    data = x.reshape((rows * length,) + features)
-    count = rows * segments
-    if op in ("avg", "sum"):
-      acc = geo.accum_dtype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype
-      y = jax.ops.segment_sum(data.astype(acc), ids, count)
-      if op == "avg":
-        n = jax.ops.segment_sum(keep.reshape(-1).astype(acc), ids, count)
-        y = y / jnp.maximum(n, 1).reshape((count,) + (1,) * len(features))
-    else:
-      first = _first_extreme(data, ids, count, op)
-      y = jnp.take_along_axis(data, jnp.minimum(first, rows * length - 1), axis=0)
-      y = jnp.where(first < rows * length, y, np.zeros((), x.dtype))
-    return y.astype(x.dtype).reshape(lead + (segments,) + features)
+    return _segment_pool(x, ids, segments, op)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))  # one program, also when called eagerly
+def _segment_pool(x: jax.Array, ids: jax.Array, segments: int, op: str) -> jax.Array:
+  lead, length, features = ids.shape[:-1], ids.shape[-1], x.shape[ids.ndim:]
+  rows = jax.vmap(_row, (0, 0, None, None))(
+      x.reshape((-1, length) + features), ids.reshape(-1, length).astype(np.int32), segments, op)
+  return rows.reshape(lead + (segments,) + features)
+
+
+def _row(data: jax.Array, ids: jax.Array, segments: int, op: str) -> jax.Array:
+  """One packed row: ``data (L, *features)``, ``ids (L,)``. Rows are mapped, not
+  flattened into one axis of global ids, so a batch-sharded input needs no collective."""
+  length, features = data.shape[0], data.shape[1:]
+  keep = (ids >= 0) & (ids < segments)
+  ids = jnp.where(keep, ids, segments)  # one past the end: every reduction drops it
+  if op in ("avg", "sum"):
+    acc = geo.accum_dtype(data.dtype) if jnp.issubdtype(data.dtype, jnp.floating) else data.dtype
+    y = jax.ops.segment_sum(data.astype(acc), ids, segments)
+    if op == "avg":
+      n = jax.ops.segment_sum(keep.astype(acc), ids, segments)
+      y = y / jnp.maximum(n, 1).reshape((segments,) + (1,) * len(features))
+  else:
+    first = _first_extreme(data, ids, segments, op)
+    y = jnp.take_along_axis(data, jnp.minimum(first, length - 1), axis=0)
+    y = jnp.where(first < length, y, np.zeros((), data.dtype))
+  return y.astype(data.dtype)

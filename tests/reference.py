@@ -203,3 +203,70 @@ def max_pool_grad(x, g, *args, kind="max", **kw):
   for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
     np.add.at(dx[n, c], idx[n, c].ravel(), np.asarray(g, np.float64)[n, c].ravel())
   return dx.reshape(x.shape)
+
+
+def _region(x, n, lengths):
+  return x[(n, slice(None)) + tuple(slice(0, int(v)) for v in lengths[n])][None]
+
+
+def lengths_pool(x, output_size, lengths, op):
+  """Per example, the adaptive ``op`` ("avg" or "max") on its valid region alone (the
+  leading ``lengths[n]`` positions per spatial dim); max also gives indices flat in the
+  padded volume. ``output_size`` entries ``None`` keep the padded length."""
+  x = np.asarray(x)
+  lengths = np.asarray(lengths).reshape(x.shape[0], -1)
+  size = [x.shape[2 + k] if o is None else o for k, o in enumerate(output_size)]
+  values, indices = [], []
+  for n in range(x.shape[0]):
+    region = _region(x, n, lengths)
+    if op == "avg":
+      values.append(adaptive_avg_pool(region, size)[0])
+      continue
+    v, i = adaptive_max_pool_with_indices(region, size)
+    values.append(v[0])
+    indices.append(np.ravel_multi_index(np.unravel_index(i[0], region.shape[2:]),
+                                        x.shape[2:]))
+  return np.stack(values) if op == "avg" else (np.stack(values), np.stack(indices))
+
+
+def lengths_avg_grad(x, output_size, lengths, g):
+  """d/dx of sum(lengths_pool(x, "avg") * g): each bin's g / count on its elements."""
+  lengths = np.asarray(lengths).reshape(x.shape[0], -1)
+  dx = np.zeros(x.shape)
+  g = np.asarray(g, np.float64)
+  for n in range(x.shape[0]):
+    sizes = [int(v) for v in lengths[n]]
+    outs = [x.shape[2 + k] if o is None else o for k, o in enumerate(output_size)]
+    bins = [_bins(s, o) for s, o in zip(sizes, outs)]
+    for o in itertools.product(*[range(m) for m in outs]):
+      box = tuple(slice(*bins[k][ok]) for k, ok in enumerate(o))
+      count = math.prod(b.stop - b.start for b in box)
+      dx[(n, slice(None)) + box] += (g[(n, slice(None)) + o] / count).reshape(
+          (-1,) + (1,) * len(box))
+  return dx
+
+
+def segment_pool(x, segment_ids, num_segments, op):
+  """Per row of ``segment_ids`` (the leading axes of ``x``), each segment's ``op`` over
+  its members in position order; ids outside ``[0, num_segments)`` dropped, empty
+  segments 0. Also returns, for max/min, the position of the first extreme per
+  (segment, feature), or -1 where the segment is empty."""
+  x, ids = np.asarray(x), np.asarray(segment_ids)
+  lead, length, features = ids.shape[:-1], ids.shape[-1], x.shape[ids.ndim:]
+  out = np.zeros(lead + (num_segments,) + features, np.float64 if op == "avg" else x.dtype)
+  first = np.full(out.shape, -1)
+  for row in np.ndindex(*lead):
+    for s in range(num_segments):
+      members = [p for p in range(length) if ids[row + (p,)] == s]
+      if not members:
+        continue
+      vals = np.stack([x[row + (p,)] for p in members]).astype(
+          np.float64 if op in ("avg", "sum") and x.dtype.kind == "f" else x.dtype)
+      if op in ("avg", "sum"):
+        out[row + (s,)] = vals.mean(0) if op == "avg" else vals.sum(0)
+        continue
+      for f in np.ndindex(*features):
+        column = [v[f] for v in vals]
+        b = _argbest(column, (lambda a, c: a > c) if op == "max" else (lambda a, c: a < c))
+        out[row + (s,) + f], first[row + (s,) + f] = column[b], members[b]
+  return out, first

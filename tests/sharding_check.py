@@ -53,6 +53,68 @@ FUNCTIONS = {
 }
 
 
+# Runtime values beside x, sharded with its batch: (fn(x, aux), aux, differentiable)
+_RNG = np.random.default_rng(3)
+RUNTIME = {
+    "adaptive_avg_pool_lengths": (
+        lambda x, n: jaxpool.adaptive_avg_pool(x, (5, 7), lengths=n),
+        _RNG.integers(1, [17, 15], size=(8, 2)), True),
+    "adaptive_max_pool_with_indices_lengths": (
+        lambda x, n: jaxpool.adaptive_max_pool_with_indices(x, (5, 7), lengths=n),
+        _RNG.integers(1, [17, 15], size=(8, 2)), False),
+    "global_max_pool_lengths": (
+        lambda x, n: jaxpool.global_max_pool(x, 2, lengths=n),
+        _RNG.integers(1, [17, 15], size=(8, 2)), True),
+    "segment_pool": (
+        lambda x, ids: jaxpool.segment_pool(x.reshape(x.shape[:-3] + (-1, x.shape[-1])), ids, 5,
+                                            "max"),
+        _RNG.integers(-1, 5, size=(8, 16 * 14)), True),
+}
+
+
+def check_runtime(name, fn, aux, differentiable, x, mesh):
+  """Batch-sharded x and runtime values: no collectives, and the unsharded answer; then
+  ``jax.vmap`` over both inside ``shard_map``, forward and gradient."""
+  batch = NamedSharding(mesh, P("d"))
+
+  def first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+  g = np.random.default_rng(2).standard_normal(
+      first(jax.eval_shape(fn, x, aux)).shape).astype(np.float32)
+
+  def step(v, a, w):
+    out = fn(v, a)
+    if not differentiable:
+      return out
+    return out, jax.grad(lambda u: jnp.sum(w * first(fn(u, a))))(v)
+
+  want = step(x, aux, g)
+  args = [jax.device_put(a, batch) for a in (x, aux, g)]
+  compiled = jax.jit(step).lower(*args).compile()
+  ok = all(np.allclose(a, b, rtol=1e-6, atol=1e-6) for a, b in
+           zip(jax.tree.leaves(compiled(*args)), jax.tree.leaves(want), strict=True))
+  results = [{"fn": name, "sharded": "batch", "correct": bool(ok),
+              "collectives": sorted(set(COLLECTIVES.findall(compiled.as_text()))),
+              "expect_no_collectives": True}]
+
+  def mapped(v, a, w):
+    return jax.vmap(step)(v[:, None], a[:, None], w[:, None])
+
+  try:
+    got = jax.jit(jax.shard_map(mapped, mesh=mesh, in_specs=(P("d"), P("d"), P("d")),
+                                out_specs=P("d")))(*args)
+    ok = all(np.allclose(np.squeeze(a, 1), b, rtol=1e-6, atol=1e-6) for a, b in
+             zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True))
+    results.append({"fn": name, "sharded": "shard_map", "correct": bool(ok),
+                    "collectives": [], "expect_no_collectives": False})
+  except Exception as e:  # reported as a failed check, with its message
+    results.append({"fn": name, "sharded": "shard_map", "correct": False, "collectives": [],
+                    "expect_no_collectives": False,
+                    "error": f"{type(e).__name__}: {e}"[:300]})
+  return results
+
+
 def _vjp(fn):
   def f(x, g):
     y, pullback = jax.vjp(fn, x)
@@ -140,6 +202,8 @@ def main():
         strict = False
       results.append(check(name, fn, diff, x, NamedSharding(mesh, spec), axis_name, strict))
     results.append(check_shard_map(name, fn, diff, x, mesh))
+  for name, (fn, aux, diff) in RUNTIME.items():
+    results.extend(check_runtime(name, fn, aux, diff, x, mesh))
   for r in results:
     print(json.dumps(r))
   sys.stdout.flush()

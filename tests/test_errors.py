@@ -128,6 +128,39 @@ CASES = {
                    r"op must be one of \('max', 'avg', 'mean'\), got 'sum'"),
     "channel_avg_int": (lambda: jaxpool.channel_pool(X.astype(np.int8), "avg"), TypeError,
                         r"floating dtype"),
+    # lengths (runtime extents) and segments
+    "lengths_shape": (lambda: jaxpool.adaptive_avg_pool(X, (2, 2), lengths=np.ones((2,), int)),
+                      ValueError, r"lengths must have shape \(2, 2\) \(the batch shape of x, "
+                                  r"then one length per spatial dim\), got \(2,\)"),
+    "lengths_shape_1d": (
+        lambda: jaxpool.global_max_pool(X[:, 0], 1, lengths=np.ones((3,), int)), ValueError,
+        r"lengths must have shape \(2, 1\) or \(2,\) .*got \(3,\)"),
+    "lengths_float": (lambda: jaxpool.adaptive_max_pool(X, (2, 2), lengths=np.ones((2, 2))),
+                      TypeError, r"lengths must be an integer array .*got dtype float64"),
+    "lengths_channels_first": (
+        lambda: jaxpool.global_avg_pool(X, 2, lengths=np.ones((2, 8, 2), int),
+                                        data_format="channels_first"), ValueError,
+        r"lengths must have shape \(2, 2\)"),
+    "segment_op": (lambda: jaxpool.segment_pool(X[0], np.zeros(8, int), 2, "mean"), ValueError,
+                   r"op must be one of \('avg', 'max', 'min', 'sum'\), got 'mean'"),
+    "segment_ids_shape": (lambda: jaxpool.segment_pool(X, np.zeros((2, 7), int), 2), ValueError,
+                          r"segment_ids must have the shape of x's leading axes .*x of shape "
+                          r"\(2, 8, 8, 3\)\), got \(2, 7\)"),
+    "segment_ids_scalar": (lambda: jaxpool.segment_pool(X, 0, 2), ValueError,
+                           r"segment_ids must have the shape of x's leading axes .*got \(\)"),
+    "segment_ids_float": (lambda: jaxpool.segment_pool(X, np.zeros(2), 2), TypeError,
+                          r"segment_ids must be an integer array, got dtype float64"),
+    "segment_num_type": (lambda: jaxpool.segment_pool(X, np.zeros(2, int), 2.0), TypeError,
+                         r"num_segments must be a static int >= 1, got 2.0"),
+    "segment_num_traced": (
+        lambda: jax.jit(lambda n: jaxpool.segment_pool(X, np.zeros(2, int), n))(2), TypeError,
+        r"num_segments must be a static int >= 1"),
+    "segment_num_zero": (lambda: jaxpool.segment_pool(X, np.zeros(2, int), 0), ValueError,
+                         r"num_segments must be >= 1, got 0"),
+    "segment_avg_int": (lambda: jaxpool.segment_pool(X.astype(np.int32), np.zeros(2, int), 2),
+                        TypeError, r"floating dtype, got dtype int32"),
+    "segment_sum_bool": (lambda: jaxpool.segment_pool(X > 0, np.zeros(2, int), 2, "sum"),
+                         TypeError, r"op='sum' needs a numeric input, got dtype bool"),
 }
 
 
@@ -158,7 +191,7 @@ def test_function_name_in_every_message():
     assert str(info.value).split(":")[0].split("()")[0] in {
         "max_pool", "min_pool", "avg_pool", "lp_pool", "max_unpool", "adaptive_avg_pool",
         "adaptive_max_pool", "global_avg_pool", "global_max_pool", "channel_pool",
-        "max_pool_with_indices"}, name
+        "max_pool_with_indices", "segment_pool"}, name
 
 
 def test_no_assert_statements_in_library():

@@ -41,6 +41,8 @@ def _nnx_unpool(x):
 
 
 S2, S1, S3 = (2, 6, 5, 2), (2, 9, 3), (1, 3, 4, 4, 2)
+LEN2, LEN1, LEN3 = np.array([[4, 5], [6, 2]]), np.array([5, 9]), np.array([[2, 3, 4]])
+IDS = np.array([[0, 0, 2, -1, 2, 1, 1, 1, -1], [1, 2, 0, 0, 0, 3, 1, -1, 2]])
 # name: (function of x, shape of x, whether the input must be positive)
 ROWS = {
     # max/min: non-overlapping, overlapping, padded (tiles), ceil_mode overhang, large
@@ -99,6 +101,24 @@ ROWS = {
     "global_max_3d": (lambda x: jaxpool.global_max_pool(x, 3), S3, False),
     "channel_max": (lambda x: jaxpool.channel_pool(x, "max"), S2, False),
     "channel_avg": (lambda x: jaxpool.channel_pool(x, "avg"), S2, False),
+    # runtime extents (lengths) and packed segments: the ids and lengths are constants
+    # here; test_extents.py runs them as changing runtime values
+    "adaptive_avg_lengths": (lambda x: jaxpool.adaptive_avg_pool(x, (4, 3), lengths=LEN2),
+                             S2, False),
+    "adaptive_max_lengths": (lambda x: jaxpool.adaptive_max_pool(x, (4, 3), lengths=LEN2),
+                             S2, False),
+    "adaptive_indices_lengths_cf": (
+        lambda x: jaxpool.adaptive_max_pool_with_indices(x, (3,), lengths=LEN1,
+                                                         data_format="channels_first"),
+        S1, False),
+    "adaptive_avg_lengths_3d": (lambda x: jaxpool.adaptive_avg_pool(x, (2, 3, 2), lengths=LEN3),
+                                S3, False),
+    "global_avg_lengths": (lambda x: jaxpool.global_avg_pool(x, 2, lengths=LEN2), S2, False),
+    "global_max_lengths": (lambda x: jaxpool.global_max_pool(x, 1, lengths=LEN1), S1, False),
+    "segment_avg": (lambda x: jaxpool.segment_pool(x, IDS, 3), S1, False),
+    "segment_max": (lambda x: jaxpool.segment_pool(x, IDS, 3, "max"), S1, False),
+    "segment_min_flat": (lambda x: jaxpool.segment_pool(x, IDS[0], 3, "min"), (9, 3, 2), False),
+    "segment_sum_features": (lambda x: jaxpool.segment_pool(x, IDS[:, :6], 3, "sum"), S2, False),
     # every module, linen and nnx
     "linen.MaxPool": (_linen(pl.MaxPool((3, 3), 2, 1)), S2, False),
     "linen.MinPool": (_linen(pl.MinPool((2, 2))), S2, False),
@@ -111,6 +131,8 @@ ROWS = {
     "linen.GlobalAvgPool": (_linen(pl.GlobalAvgPool(2)), S2, False),
     "linen.GlobalMaxPool": (_linen(pl.GlobalMaxPool(2)), S2, False),
     "linen.ChannelPool": (_linen(pl.ChannelPool("max")), S2, False),
+    "linen.AdaptiveMaxPool_lengths": (_linen(pl.AdaptiveMaxPool((4, 3)), LEN2), S2, False),
+    "linen.SegmentPool": (_linen(pl.SegmentPool(3, "max"), IDS), S1, False),
     "nnx.MaxPool": (pn.MaxPool((3, 3), 2, 1), S2, False),
     "nnx.MinPool": (pn.MinPool((2, 2)), S2, False),
     "nnx.AvgPool": (pn.AvgPool((3, 3), 1, 1, count_include_pad=False), S2, False),
@@ -122,6 +144,8 @@ ROWS = {
     "nnx.GlobalAvgPool": (pn.GlobalAvgPool(2), S2, False),
     "nnx.GlobalMaxPool": (pn.GlobalMaxPool(2), S2, False),
     "nnx.ChannelPool": (pn.ChannelPool("max"), S2, False),
+    "nnx.GlobalAvgPool_lengths": (lambda x: pn.GlobalAvgPool(2)(x, LEN2), S2, False),
+    "nnx.SegmentPool": (lambda x: pn.SegmentPool(3)(x, IDS), S1, False),
 }
 NAMES = list(ROWS)
 # Modules are one-line partial applications of the functions above (test_modules.py
