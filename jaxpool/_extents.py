@@ -4,12 +4,13 @@ Each example's valid region is the leading ``lengths[..., k]`` positions of spat
 ``k``; its adaptive bins are PyTorch's for that length, ``[floor(i*n/o),
 ceil((i+1)*n/o))``, so they are runtime values. Shapes stay static: a bin of ``o`` over
 at most ``L`` positions spans at most ``min(L, ceil(L/o) + 1)`` of them, so every bin is
-read through one gather of that static width and a mask of its runtime width. A dim
-pooled to one bin (global pooling) needs no gather: it starts at 0, so it is a mask.
+read as one contiguous slice of that static width and a mask of its runtime extent. A
+dim pooled to one bin (global pooling) needs no slice: it starts at 0, so it is a mask.
 
-Averages reduce one dim at a time (the bins are boxes); the max reads each box whole so
-that its argmax is the first maximum in row-major order, and takes its value with one
-gather at that index, whose derivative sends the cotangent there and nowhere else.
+Both reduce one dim at a time (the bins are boxes). The max finds, per dim from the
+last, each bin's first maximum and carries its index, so the result is the first
+maximum in row-major order; its value is one gather at that index, whose derivative
+sends the cotangent there and nowhere else.
 """
 
 from __future__ import annotations
@@ -45,16 +46,18 @@ def check_lengths(fn: str, lengths, batch: tuple[int, ...],
 
 
 def _bins(n: jax.Array, size: int, out: int) -> tuple[jax.Array, jax.Array]:
-  """Positions ``(out, width)`` of ``out`` bins over the first ``n`` of ``size``
-  positions (clipped into the axis), and which of them lie inside their bin."""
+  """Where each of ``out`` bins over the first ``n`` of ``size`` positions begins its
+  static-width window ``(out,)`` (moved left where the window would pass the end), and
+  which window offsets lie inside the bin ``(out, width)``."""
   j = np.arange(size if out == 1 else min(size, -(-size // out) + 1))
   if out == 1:
-    return jnp.asarray(j[None]), (jnp.asarray(j) < n)[None]
+    return jnp.zeros((1,), np.int32), (jnp.asarray(j) < n)[None]
   i = jnp.arange(out)
   starts = (i * n) // out
   ends = -((-(i + 1) * n) // out)
-  pos = starts[:, None] + j[None]
-  return jnp.minimum(pos, size - 1), pos < ends[:, None]
+  begin = jnp.minimum(starts, size - len(j))
+  pos = begin[:, None] + j[None]
+  return begin, (pos >= starts[:, None]) & (pos < ends[:, None])
 
 
 def _on_axis(a: jax.Array, k: int, ndim: int) -> jax.Array:
@@ -62,16 +65,24 @@ def _on_axis(a: jax.Array, k: int, ndim: int) -> jax.Array:
   return a.reshape((1,) * k + a.shape + (1,) * (ndim - k - a.ndim))
 
 
+def _windows(a: jax.Array, k: int, begin: jax.Array, width: int) -> jax.Array:
+  """The ``width`` positions from each ``begin`` along axis ``k``: ``(..., o, width,
+  ...)``. Contiguous slices (one gather index per bin), whose transpose adds whole
+  slices back; a gather of single positions transposes into a scatter-add per element,
+  several times slower on XLA:CPU."""
+  if width == a.shape[k]:  # every window is the whole axis (begin is 0)
+    return jnp.broadcast_to(jnp.expand_dims(a, k), a.shape[:k] + begin.shape + a.shape[k:])
+  sliced = jax.vmap(lambda b: jax.lax.dynamic_slice_in_dim(a, b, width, axis=k))(begin)
+  return jnp.moveaxis(sliced, 0, k)
+
+
 def _avg_one(x: jax.Array, n: jax.Array, out: tuple[int, ...]) -> jax.Array:
   """Adaptive average of one example ``(*spatial, C)`` with valid extents ``n``."""
   d, count = len(out), jnp.ones((1,) * (x.ndim), x.dtype)
   for k, o in enumerate(out):
-    pos, valid = _bins(n[k], x.shape[k], o)
-    if o == 1:
-      x = jnp.where(_on_axis(valid[0], k, x.ndim), x, 0).sum(axis=k, keepdims=True)
-    else:
-      g = jnp.take(x, pos.reshape(-1), axis=k).reshape(x.shape[:k] + pos.shape + x.shape[k + 1:])
-      x = jnp.where(_on_axis(valid, k, g.ndim), g, 0).sum(axis=k + 1)
+    begin, valid = _bins(n[k], x.shape[k], o)
+    g = _windows(x, k, begin, valid.shape[1])
+    x = jnp.where(_on_axis(valid, k, g.ndim), g, 0).sum(axis=k + 1)
     count = count * _on_axis(valid.sum(axis=1).astype(x.dtype), k, d + 1)
   return x / count
 
@@ -85,26 +96,48 @@ def _lowest(dtype) -> np.ndarray:
   return np.array(-np.inf, dtype)
 
 
+def _first_of(g: jax.Array, best: jax.Array, valid, axis: int) -> jax.Array:
+  """The first valid offset along ``axis`` where ``g`` equals ``best`` (a NaN matches a
+  NaN): a compare and a min, which XLA:CPU runs far faster than a variadic argmax."""
+  hit = g == best
+  if jnp.issubdtype(g.dtype, jnp.floating):
+    hit = hit | (jnp.isnan(g) & jnp.isnan(best))
+  offset = jax.lax.broadcasted_iota(np.int32, g.shape, axis)
+  return jnp.where(hit & valid, offset, g.shape[axis]).min(axis=axis, keepdims=True)
+
+
 def _argmax_one(x: jax.Array, n: jax.Array, out: tuple[int, ...]) -> jax.Array:
-  """Flat row-major index (in the padded volume) of each bin's first maximum."""
-  d, spatial, channels = len(out), x.shape[:-1], x.shape[-1]
-  flat, valid = np.zeros((1,) * 2 * d, np.int32), np.ones((1,) * 2 * d, bool)
-  for k, (o, stride) in enumerate(zip(out, geo.row_major_strides(spatial))):
-    pos, ok = _bins(n[k], spatial[k], o)
-    at = (1,) * k + (o,) + (1,) * (d - 1) + (pos.shape[1],) + (1,) * (d - k - 1)
-    flat = flat + (pos * stride).reshape(at)
-    valid = valid & ok.reshape(at)
-  window = math.prod(flat.shape[d:])
-  flat = jnp.broadcast_to(flat, out + flat.shape[d:]).reshape(out + (window, 1))
-  valid = jnp.broadcast_to(valid, out + valid.shape[d:]).reshape(out + (window, 1))
-  xs = x.reshape(-1, channels)
-  if all(o == 1 for o in out):  # the window is the whole volume, in order
-    g = xs.reshape(out + xs.shape)
-  else:
-    g = jnp.take(xs, flat.reshape(-1), axis=0).reshape(out + (window, channels))
-  first = jnp.argmax(jnp.where(valid, g, _lowest(x.dtype)), axis=-2, keepdims=True)
-  return jnp.take_along_axis(jnp.broadcast_to(flat, first.shape[:-2] + (window, channels)),
-                             first, axis=-2)[..., 0, :]
+  """Flat row-major index (in the padded volume) of each bin's first maximum.
+
+  One axis at a time from the last: per bin of that axis, the max and the first offset
+  holding it, carrying the index found so far. Taking the first matching row of the row
+  maxima, then that row's own first, is the row-major first; a NaN matches a NaN max, so
+  the first NaN wins as in PyTorch.
+  """
+  d, spatial = len(out), x.shape[:-1]
+  low = _lowest(x.dtype)
+  if all(o == 1 for o in out):  # one bin from the origin: a prefix mask, flat
+    inside = functools.reduce(jnp.logical_and, [
+        _on_axis(jnp.arange(size) < n[k], k, d) for k, size in enumerate(spatial)])
+    inside = inside.reshape(-1, 1)
+    g = jnp.where(inside, x.reshape(-1, x.shape[-1]), low)
+    return _first_of(g, g.max(axis=0, keepdims=True), inside, 0).reshape(out + x.shape[-1:])
+  values, index = x, None
+  for k in reversed(range(d)):
+    stride = geo.row_major_strides(spatial)[k]
+    begin, valid = _bins(n[k], spatial[k], out[k])
+    g = _windows(values, k, begin, valid.shape[1])
+    valid = _on_axis(valid, k, g.ndim)
+    g = jnp.where(valid, g, low)
+    best = g.max(axis=k + 1, keepdims=True)
+    first = _first_of(g, best, valid, k + 1)
+    chosen = (_on_axis(begin[:, None], k, g.ndim) + first) * stride
+    if index is not None:  # the chosen row's own index: one match per bin
+      offset = jax.lax.broadcasted_iota(np.int32, g.shape, k + 1)
+      inner = _windows(index, k, begin, valid.shape[k + 1])
+      chosen = chosen + jnp.where(offset == first, inner, 0).sum(axis=k + 1, keepdims=True)
+    values, index = best.squeeze(k + 1), chosen.squeeze(k + 1)
+  return index
 
 
 def pool(fn: str, x: jax.Array, lay: geo.Layout, out: tuple[int, ...], lengths,
