@@ -161,7 +161,43 @@ def cases() -> list[Case]:
            lambda x: nn.max_pool(x, (28, 28), (28, 28)),
            t(lambda x: F.max_pool2d(x, 28))),
   ]
+  out += _layer_cases(torch)
   return out
+
+
+def _layer_cases(torch) -> list[Case]:
+  """GeM (timm's formula), avg+max (timm's) and blur pools (kornia's, when installed)."""
+  F = torch.nn.functional if torch else None
+  try:
+    import kornia
+  except ImportError:
+    kornia = None
+
+  def gem_torch(x):
+    return F.avg_pool2d(x.clamp(min=1e-6).pow(3.0), tuple(x.shape[-2:])).pow(1.0 / 3.0)
+
+  def catavgmax_torch(x):
+    return torch.cat((F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)), 1)
+
+  def flat_mean(x):
+    return jnp.mean(jnp.maximum(x, 1e-6) ** 3, axis=(1, 2)) ** (1 / 3)
+
+  gem = dict(jaxpool=lambda x: jaxpool.gem_pool(x, 2), flax=flat_mean,
+             torch=gem_torch if torch else None)
+  return [
+      Case("retrieval_gem_p3", (32, 14, 14, 2048), **gem),
+      Case("retrieval_gem_p3", (32, 14, 14, 2048), **gem, backward=True),
+      Case("timm_catavgmax_1x1", (32, 7, 7, 2048),
+           lambda x: jaxpool.adaptive_catavgmax_pool(x, (1, 1)), None,
+           catavgmax_torch if torch else None),
+      Case("blurpool_3_s2", (16, 56, 56, 128), lambda x: jaxpool.blur_pool(x, 3), None,
+           (lambda x: kornia.filters.blur_pool2d(x, 3, 2)) if kornia else None),
+      Case("blurpool_3_s2", (16, 56, 56, 128), lambda x: jaxpool.blur_pool(x, 3), None,
+           (lambda x: kornia.filters.blur_pool2d(x, 3, 2)) if kornia else None,
+           backward=True),
+      Case("max_blurpool_3_s2_m2", (16, 56, 56, 128), lambda x: jaxpool.max_blur_pool(x, 3),
+           None, (lambda x: kornia.filters.max_blur_pool2d(x, 3, 2, 2)) if kornia else None),
+  ]
 
 
 def _unpool_only_case(torch, indices_in_window: bool = False) -> Case:

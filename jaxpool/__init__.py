@@ -7,11 +7,14 @@ Pure functions (this namespace), Flax modules in :mod:`jaxpool.linen` and
 
 from jaxpool._adaptive import (
     adaptive_avg_pool,
+    adaptive_avgmax_pool,
+    adaptive_catavgmax_pool,
     adaptive_max_pool,
     adaptive_max_pool_with_indices,
 )
 from jaxpool._argmax import max_pool_with_indices
-from jaxpool._global import channel_pool, global_avg_pool, global_max_pool
+from jaxpool._blur import blur_pool, max_blur_pool
+from jaxpool._global import channel_pool, gem_pool, global_avg_pool, global_max_pool
 from jaxpool._segment import segment_pool
 from jaxpool._unpool import max_unpool
 from jaxpool._window import avg_pool, lp_pool, max_pool, min_pool
@@ -31,13 +34,18 @@ def __getattr__(name: str):
 
 __all__ = [
     "adaptive_avg_pool",
+    "adaptive_avgmax_pool",
+    "adaptive_catavgmax_pool",
     "adaptive_max_pool",
     "adaptive_max_pool_with_indices",
     "avg_pool",
+    "blur_pool",
     "channel_pool",
+    "gem_pool",
     "global_avg_pool",
     "global_max_pool",
     "lp_pool",
+    "max_blur_pool",
     "max_pool",
     "max_pool_with_indices",
     "max_unpool",

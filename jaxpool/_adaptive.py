@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
@@ -186,7 +187,79 @@ def adaptive_max_pool_with_indices(x: ArrayLike, output_size, *, lengths=None,
   return indexed_select(fn, x, lay, taps)
 
 
-for _f in (adaptive_avg_pool, adaptive_max_pool, adaptive_max_pool_with_indices):
+def adaptive_avgmax_pool(x: ArrayLike, output_size, *,
+                         data_format: str = "channels_last") -> jax.Array:
+  """The mean of adaptive average and adaptive max pooling (timm's
+  ``adaptive_avgmax_pool2d``), N-D: ``0.5 * (avg + max)``.
+
+  {shapes}
+
+  Args:
+    x: floating input.
+    output_size, data_format: as :func:`adaptive_avg_pool`.
+
+  Returns:
+    ``0.5 * (adaptive_avg_pool(x) + adaptive_max_pool(x))``, same dtype as ``x``; the
+    max half's gradient goes to each bin's first maximum.
+
+  Raises:
+    ValueError, TypeError: bad ``output_size``, rank or dtype.
+
+  Lowering: both pools in one program over the same bins (XLA fuses what reads the
+  input twice where it can), on every backend.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxpool
+    >>> x = jnp.array([1., 2., 3., 6.]).reshape(4, 1)
+    >>> jaxpool.adaptive_avgmax_pool(x, (2,))[:, 0]
+    Array([1.75, 5.25], dtype=float32)
+  """
+  fn = "adaptive_avgmax_pool"
+  avg, peak = _avg_and_max(fn, x, output_size, data_format)
+  return (0.5 * (avg.astype(geo.accum_dtype(avg.dtype)) + peak)).astype(avg.dtype)
+
+
+def adaptive_catavgmax_pool(x: ArrayLike, output_size, *,
+                            data_format: str = "channels_last") -> jax.Array:
+  """Adaptive average and adaptive max pooling concatenated on the channel axis, the
+  average first (timm's ``adaptive_catavgmax_pool2d``), N-D: ``2 * C`` channels.
+
+  {shapes}
+
+  Args:
+    x, output_size, data_format: as :func:`adaptive_avgmax_pool`.
+
+  Returns:
+    ``concatenate([avg, max], channel_axis)``, same dtype as ``x``.
+
+  Raises:
+    ValueError, TypeError: bad ``output_size``, rank or dtype.
+
+  Lowering: as :func:`adaptive_avgmax_pool`.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxpool
+    >>> x = jnp.array([1., 2., 3., 6.]).reshape(4, 1)
+    >>> jaxpool.adaptive_catavgmax_pool(x, (2,))
+    Array([[1.5, 2. ],
+           [4.5, 6. ]], dtype=float32)
+  """
+  fn = "adaptive_catavgmax_pool"
+  avg, peak = _avg_and_max(fn, x, output_size, data_format)
+  lay = geo.layout(fn, avg.shape, len(output_size), data_format)
+  return jnp.concatenate([avg, peak], axis=lay.channel_axis)
+
+
+def _avg_and_max(fn: str, x, output_size, data_format):
+  x, lay, taps = _geometry(fn, x, output_size, data_format, "float")
+  with jax.named_scope(fn):
+    avg = sum_pool(x.astype(geo.accum_dtype(x.dtype)), lay.spatial_axes, taps,
+                   (False, None)).astype(x.dtype)
+    return avg, select_pool(x, lay.spatial_axes, taps, "max")
+
+
+for _f in (adaptive_avg_pool, adaptive_max_pool, adaptive_max_pool_with_indices,
+           adaptive_avgmax_pool, adaptive_catavgmax_pool):
   if _f.__doc__:  # None under python -OO
     _f.__doc__ = _f.__doc__.replace("{shapes}", _SHAPES)
 del _f

@@ -16,7 +16,6 @@ sends the cotangent there and nowhere else.
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp

@@ -116,6 +116,67 @@ def global_max_pool(x: ArrayLike, num_spatial_dims: int, *, keepdims: bool = Fal
     return _finish(y, lay.spatial_axes, keepdims)
 
 
+def gem_pool(x: ArrayLike, num_spatial_dims: int, p=3.0, *, eps: float = 1e-6,
+             keepdims: bool = False, data_format: str = "channels_last") -> jax.Array:
+  """Generalized-mean (GeM) pooling over every spatial dim (timm's ``GeM``).
+
+  ``mean(clip(x, eps) ** p) ** (1 / p)`` over the spatial dims: ``p = 1`` is the
+  average, large ``p`` tends to the max (Radenović et al. 2018).
+
+  Shapes: as :func:`global_avg_pool`.
+
+  Args:
+    x: floating input (float32 accumulation for float16/bfloat16).
+    num_spatial_dims: how many axes next to the channel axis are spatial (required, as
+      for :func:`global_avg_pool`).
+    p: the exponent: a Python number > 0, or a traced scalar (a learnable parameter;
+      the result is differentiable with respect to it).
+    eps: values below ``eps`` are raised to it first, PyTorch's ``clamp(min=eps)``
+      (its gradient flows where ``x >= eps``, and NaN passes through).
+    keepdims: keep the reduced dims as size 1.
+    data_format: ``"channels_last"`` (default) or ``"channels_first"``.
+
+  Returns:
+    The generalized means, same dtype as ``x``.
+
+  Raises:
+    TypeError, ValueError: bad ``p`` (not a real scalar, or a concrete value <= 0),
+    ``eps``, ``num_spatial_dims``, rank or dtype.
+
+  Lowering: elementwise power, one reduction, a root: one fused program on every
+  backend.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxpool
+    >>> x = jnp.array([1., 2., 3., 4.]).reshape(1, 2, 2, 1)
+    >>> jaxpool.gem_pool(x, 2, p=1.0)
+    Array([[2.5]], dtype=float32)
+    >>> round(float(jaxpool.gem_pool(x, 2)[0, 0]), 4)  # p = 3: toward the max
+    2.924
+  """
+  fn = "gem_pool"
+  x = geo.as_array(fn, x)
+  keepdims = geo.check_bool(fn, "keepdims", keepdims)
+  lay = _spatial_layout(fn, x, num_spatial_dims, data_format)
+  if isinstance(p, (bool, np.bool_)) or not (
+      isinstance(p, (int, float, np.number)) or (hasattr(p, "dtype") and np.ndim(p) == 0
+                                                 and jnp.issubdtype(p.dtype, jnp.number))):
+    raise TypeError(f"{fn}: p must be a real scalar (a number > 0 or a scalar array), got "
+                    f"{p!r}.")
+  if isinstance(p, (int, float, np.number)) and not (float(p) > 0 and np.isfinite(p)):
+    raise ValueError(f"{fn}: p must be finite and > 0, got p={p!r}.")
+  if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.floating)):
+    raise TypeError(f"{fn}: eps must be a float, got {eps!r}.")
+  with jax.named_scope(fn):
+    acc = geo.accum_dtype(x.dtype)
+    v = x.astype(acc)
+    power = jnp.asarray(p, acc)
+    v = jnp.where(v < np.array(eps, acc), np.array(eps, acc), v) ** power
+    axes = lay.spatial_axes
+    mean = jnp.mean(v, axis=axes, keepdims=True) ** (1 / power)
+    return _finish(mean.astype(x.dtype), axes, keepdims)
+
+
 _OPS = {"max": "max", "avg": "avg", "mean": "avg"}  # "mean": PyTorch's name
 
 

@@ -21,13 +21,15 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 import jaxpool as F
 
 __all__ = [
     "AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "ChannelPool", "GlobalAvgPool",
     "GlobalMaxPool", "LPPool", "MaxPool", "MaxPoolWithIndices", "MaxUnpool", "MinPool",
-    "SegmentPool",
+    "SegmentPool", "AdaptiveAvgMaxPool", "AdaptiveCatAvgMaxPool", "BlurPool", "MaxBlurPool",
+    "GeMPool",
 ]
 
 Ints = int | Sequence[int]
@@ -177,3 +179,70 @@ class SegmentPool(nn.Module):
 
   def __call__(self, x: jax.Array, segment_ids: jax.Array) -> jax.Array:
     return F.segment_pool(x, segment_ids, **_kwargs(self))
+
+
+class AdaptiveAvgMaxPool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.adaptive_avgmax_pool`."""
+
+  output_size: Sequence[int | None]
+  data_format: str = "channels_last"
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.adaptive_avgmax_pool(x, **_kwargs(self))
+
+
+class AdaptiveCatAvgMaxPool(AdaptiveAvgMaxPool):
+  """Equivalent to partial application of :func:`jaxpool.adaptive_catavgmax_pool`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.adaptive_catavgmax_pool(x, **_kwargs(self))
+
+
+class BlurPool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.blur_pool`."""
+
+  kernel_size: Ints
+  strides: Ints = 2
+  data_format: str = "channels_last"
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.blur_pool(x, **_kwargs(self))
+
+
+class MaxBlurPool(nn.Module):
+  """Equivalent to partial application of :func:`jaxpool.max_blur_pool`."""
+
+  kernel_size: Ints
+  strides: Ints = 2
+  max_pool_size: Ints = 2
+  data_format: str = "channels_last"
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.max_blur_pool(x, **_kwargs(self))
+
+
+class GeMPool(nn.Module):
+  """:func:`jaxpool.gem_pool` with its exponent a learnable parameter ``"p"`` (a float32
+  scalar, initial value ``p``), timm's ``GeM``; ``learnable=False`` keeps ``p`` fixed
+  and the module parameter-free.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxpool import linen as pool
+    >>> variables = pool.GeMPool(2).init(jax.random.key(0), jnp.ones((1, 4, 4, 3)))
+    >>> float(variables["params"]["p"])
+    3.0
+  """
+
+  num_spatial_dims: int
+  p: float = 3.0
+  eps: float = 1e-6
+  learnable: bool = True
+  keepdims: bool = False
+  data_format: str = "channels_last"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    p = self.param("p", lambda _: jnp.asarray(self.p, jnp.float32)) if self.learnable else self.p
+    return F.gem_pool(x, self.num_spatial_dims, p, eps=self.eps, keepdims=self.keepdims,
+                      data_format=self.data_format)

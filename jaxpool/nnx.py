@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 import jaxpool as F
@@ -25,7 +26,8 @@ import jaxpool as F
 __all__ = [
     "AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "ChannelPool", "GlobalAvgPool",
     "GlobalMaxPool", "LPPool", "MaxPool", "MaxPoolWithIndices", "MaxUnpool", "MinPool",
-    "SegmentPool",
+    "SegmentPool", "AdaptiveAvgMaxPool", "AdaptiveCatAvgMaxPool", "BlurPool", "MaxBlurPool",
+    "GeMPool",
 ]
 
 Ints = int | Sequence[int]
@@ -198,3 +200,68 @@ class SegmentPool(_Pool):
 
   def __call__(self, x: jax.Array, segment_ids: jax.Array) -> jax.Array:
     return F.segment_pool(x, segment_ids, **self._kwargs())
+
+
+class AdaptiveAvgMaxPool(AdaptiveAvgPool):
+  """Equivalent to partial application of :func:`jaxpool.adaptive_avgmax_pool`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.adaptive_avgmax_pool(x, **self._kwargs())
+
+
+class AdaptiveCatAvgMaxPool(AdaptiveAvgPool):
+  """Equivalent to partial application of :func:`jaxpool.adaptive_catavgmax_pool`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.adaptive_catavgmax_pool(x, **self._kwargs())
+
+
+class BlurPool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.blur_pool`."""
+
+  _arg_names = ("kernel_size", "strides", "data_format")
+
+  def __init__(self, kernel_size: Ints, strides: Ints = 2, *,
+               data_format: str = "channels_last"):
+    self._set(locals())
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.blur_pool(x, **self._kwargs())
+
+
+class MaxBlurPool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.max_blur_pool`."""
+
+  _arg_names = ("kernel_size", "strides", "max_pool_size", "data_format")
+
+  def __init__(self, kernel_size: Ints, strides: Ints = 2, *, max_pool_size: Ints = 2,
+               data_format: str = "channels_last"):
+    self._set(locals())
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return F.max_blur_pool(x, **self._kwargs())
+
+
+class GeMPool(_Pool):
+  """:func:`jaxpool.gem_pool` with its exponent an ``nnx.Param`` ``p`` (a float32 scalar,
+  initial value ``p``), timm's ``GeM``; ``learnable=False`` keeps ``p`` a fixed float.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool import nnx as pool
+    >>> layer = pool.GeMPool(2)
+    >>> float(layer.p[...]), layer(jnp.ones((1, 4, 4, 3))).shape
+    (3.0, (1, 3))
+  """
+
+  _arg_names = ("num_spatial_dims", "eps", "keepdims", "data_format")
+
+  def __init__(self, num_spatial_dims: int, p: float = 3.0, *, eps: float = 1e-6,
+               learnable: bool = True, keepdims: bool = False,
+               data_format: str = "channels_last"):
+    self._set(locals())
+    self.p = nnx.Param(jnp.asarray(p, jnp.float32)) if learnable else p
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    p = self.p[...] if isinstance(self.p, nnx.Param) else self.p
+    return F.gem_pool(x, p=p, **self._kwargs())

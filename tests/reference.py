@@ -270,3 +270,30 @@ def segment_pool(x, segment_ids, num_segments, op):
         b = _argbest(column, (lambda a, c: a > c) if op == "max" else (lambda a, c: a < c))
         out[row + (s,) + f], first[row + (s,) + f] = column[b], members[b]
   return out, first
+
+
+def gem_pool(x, p, eps=1e-6):
+  """Generalized mean over every spatial dim of ``(N, C, *spatial)`` -> ``(N, C)``."""
+  x = np.maximum(np.asarray(x, np.float64), eps)
+  return np.mean(x.reshape(x.shape[:2] + (-1,)) ** p, axis=-1) ** (1.0 / p)
+
+
+def blur_pool(x, kernel, strides):
+  """Correlation with the outer product of normalised binomial kernels, zero padding
+  ``(k-1)//2`` before and ``k//2`` after, sampled every stride from 0: one loop over
+  output positions and kernel taps."""
+  x = np.asarray(x, np.float64)
+  d = len(kernel)
+  taps = [np.array([math.comb(k - 1, j) for j in range(k)]) / 2.0 ** (k - 1) for k in kernel]
+  sizes = x.shape[2:]
+  outs = [-(-n // s) for n, s in zip(sizes, strides)]
+  y = np.zeros(x.shape[:2] + tuple(outs))
+  for o in itertools.product(*[range(m) for m in outs]):
+    total = np.zeros(x.shape[:2])
+    for j in itertools.product(*[range(k) for k in kernel]):
+      pos = [o[a] * strides[a] + j[a] - (kernel[a] - 1) // 2 for a in range(d)]
+      if all(0 <= q < n for q, n in zip(pos, sizes)):
+        w = math.prod(taps[a][j[a]] for a in range(d))
+        total += w * x[(slice(None), slice(None)) + tuple(pos)]
+    y[(slice(None), slice(None)) + o] = total
+  return y

@@ -159,6 +159,32 @@ CASES = {
                          r"num_segments must be >= 1, got 0"),
     "segment_avg_int": (lambda: jaxpool.segment_pool(X.astype(np.int32), np.zeros(2, int), 2),
                         TypeError, r"floating dtype, got dtype int32"),
+    # GeM, average+max, blur
+    "gem_p_zero": (lambda: jaxpool.gem_pool(X, 2, 0.0), ValueError,
+                   r"gem_pool: p must be finite and > 0, got p=0.0"),
+    "gem_p_type": (lambda: jaxpool.gem_pool(X, 2, "3"), TypeError,
+                   r"p must be a real scalar .*got '3'"),
+    "gem_p_vector": (lambda: jaxpool.gem_pool(X, 2, np.ones(2)), TypeError,
+                     r"p must be a real scalar"),
+    "gem_eps_type": (lambda: jaxpool.gem_pool(X, 2, eps="tiny"), TypeError,
+                     r"eps must be a float, got 'tiny'"),
+    "gem_int": (lambda: jaxpool.gem_pool(X.astype(np.int32), 2), TypeError, r"floating dtype"),
+    "gem_num_spatial": (lambda: jaxpool.gem_pool(X, None), TypeError, r"num_spatial_dims"),
+    "avgmax_int": (lambda: jaxpool.adaptive_avgmax_pool(X.astype(np.int8), (1, 1)), TypeError,
+                   r"adaptive_avgmax_pool: input must have a floating dtype"),
+    "catavgmax_zero": (lambda: jaxpool.adaptive_catavgmax_pool(X, (0, 1)), ValueError,
+                       r"output_size entries must be >= 1"),
+    "blur_int": (lambda: jaxpool.blur_pool(X.astype(np.int32), 3), TypeError,
+                 r"blur_pool: input must have a floating dtype .*got dtype int32"),
+    "blur_kernel_zero": (lambda: jaxpool.blur_pool(X, 0), ValueError,
+                         r"kernel_size must be >= 1 .*got kernel_size=0"),
+    "blur_kernel_len": (lambda: jaxpool.blur_pool(X, (3, 3), (2, 2, 2)), ValueError,
+                        r"strides must have 2 entries"),
+    "blur_rank": (lambda: jaxpool.blur_pool(np.zeros((4, 4)), (3, 3)), ValueError,
+                  r"at least 3 dims"),
+    "max_blur_size": (lambda: jaxpool.max_blur_pool(X, 3, max_pool_size=9), ValueError,
+                      r"max_blur_pool: max_pool_size=9 exceeds the input size \(8, 8\)"),
+    "max_blur_bool": (lambda: jaxpool.max_blur_pool(X > 0, 3), TypeError, r"floating dtype"),
     "segment_sum_bool": (lambda: jaxpool.segment_pool(X > 0, np.zeros(2, int), 2, "sum"),
                          TypeError, r"op='sum' needs a numeric input, got dtype bool"),
 }
@@ -191,7 +217,8 @@ def test_function_name_in_every_message():
     assert str(info.value).split(":")[0].split("()")[0] in {
         "max_pool", "min_pool", "avg_pool", "lp_pool", "max_unpool", "adaptive_avg_pool",
         "adaptive_max_pool", "global_avg_pool", "global_max_pool", "channel_pool",
-        "max_pool_with_indices", "segment_pool"}, name
+        "max_pool_with_indices", "segment_pool", "gem_pool", "adaptive_avgmax_pool",
+        "adaptive_catavgmax_pool", "blur_pool", "max_blur_pool"}, name
 
 
 def test_no_assert_statements_in_library():

@@ -119,6 +119,15 @@ ROWS = {
     "segment_max": (lambda x: jaxpool.segment_pool(x, IDS, 3, "max"), S1, False),
     "segment_min_flat": (lambda x: jaxpool.segment_pool(x, IDS[0], 3, "min"), (9, 3, 2), False),
     "segment_sum_features": (lambda x: jaxpool.segment_pool(x, IDS[:, :6], 3, "sum"), S2, False),
+    # GeM (x here; p in test_layers.py), average+max, blur (odd and even kernels)
+    "gem_p3": (lambda x: jaxpool.gem_pool(x, 2), S2, True),
+    "gem_eps_clip": (lambda x: jaxpool.gem_pool(x - 1.0, 2, 2.0, eps=0.25), S2, True),
+    "avgmax_4x3": (lambda x: jaxpool.adaptive_avgmax_pool(x, (4, 3)), S2, False),
+    "catavgmax_1x1": (lambda x: jaxpool.adaptive_catavgmax_pool(x, (1, 1)), S2, False),
+    "blur_3": (lambda x: jaxpool.blur_pool(x, 3), S2, False),
+    "blur_4_1d": (lambda x: jaxpool.blur_pool(x, (4,), 2), S1, False),
+    "max_blur_3x3": (lambda x: jaxpool.max_blur_pool(x, 3, data_format="channels_first"), S2,
+                     False),
     # every module, linen and nnx
     "linen.MaxPool": (_linen(pl.MaxPool((3, 3), 2, 1)), S2, False),
     "linen.MinPool": (_linen(pl.MinPool((2, 2))), S2, False),
@@ -133,6 +142,9 @@ ROWS = {
     "linen.ChannelPool": (_linen(pl.ChannelPool("max")), S2, False),
     "linen.AdaptiveMaxPool_lengths": (_linen(pl.AdaptiveMaxPool((4, 3)), LEN2), S2, False),
     "linen.SegmentPool": (_linen(pl.SegmentPool(3, "max"), IDS), S1, False),
+    "linen.GeMPool": (lambda x: pl.GeMPool(2).apply({"params": {"p": np.float32(3.0)}}, x), S2,
+                      True),
+    "linen.MaxBlurPool": (_linen(pl.MaxBlurPool(3)), S2, False),
     "nnx.MaxPool": (pn.MaxPool((3, 3), 2, 1), S2, False),
     "nnx.MinPool": (pn.MinPool((2, 2)), S2, False),
     "nnx.AvgPool": (pn.AvgPool((3, 3), 1, 1, count_include_pad=False), S2, False),
@@ -146,6 +158,8 @@ ROWS = {
     "nnx.ChannelPool": (pn.ChannelPool("max"), S2, False),
     "nnx.GlobalAvgPool_lengths": (lambda x: pn.GlobalAvgPool(2)(x, LEN2), S2, False),
     "nnx.SegmentPool": (lambda x: pn.SegmentPool(3)(x, IDS), S1, False),
+    "nnx.AdaptiveCatAvgMaxPool": (pn.AdaptiveCatAvgMaxPool((2, 2)), S2, False),
+    "nnx.BlurPool": (pn.BlurPool(2), S2, False),
 }
 NAMES = list(ROWS)
 # Modules are one-line partial applications of the functions above (test_modules.py
@@ -154,7 +168,8 @@ NAMES = list(ROWS)
 FUNCTIONS = [n for n in NAMES if "." not in n]
 MODULES = [n for n in NAMES if "." in n]
 # the rows whose output is piecewise linear in x (the hessian of sum(w * f**2) is 2 J'WJ)
-LINEAR = [n for n in NAMES if not n.startswith("lp") and "LPPool" not in n]
+LINEAR = [n for n in NAMES if not n.startswith(("lp", "gem")) and "LPPool" not in n
+          and "GeMPool" not in n]
 # Overlapping unpool windows can put two (equal) values at one index: the scatter writes
 # one of them while the derivative, PyTorch's, gathers the cotangent into both, so finite
 # differences disagree by design there (jacfwd == jacrev still holds).

@@ -1,0 +1,152 @@
+"""GeM, average+max and blur pooling: against NumPy references, recorded PyTorch 2.13.0
+(timm's formulas) and kornia 0.9.0 answers, live torch/kornia when installed, and the
+modules (GeMPool's learnable ``p``)."""
+
+import json
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from flax import nnx
+from torch_layers import OPS, compare, make_input, run_torch, sample_case
+from util import LAYOUTS, from_layout, to_layout
+
+import jaxpool
+import jaxpool.linen as L
+import jaxpool.nnx as N
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "torch_layers.npz"
+
+
+def _recorded():
+  data = np.load(FIXTURES)
+  meta = json.loads(str(data["meta"]))
+  for i, case in enumerate(meta["cases"]):
+    prefix = f"{i}/"
+    out = {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix) and k != f"{i}/x"}
+    layout = LAYOUTS[i % 2]
+    yield pytest.param(case, data[f"{i}/x"], out, layout, id=f"{case['op']}-{i}-{layout}")
+
+
+RECORDED = list(_recorded())
+
+
+def test_fixtures_cover_every_op():
+  assert {p.values[0]["op"] for p in RECORDED} == set(OPS)
+  meta = json.loads(str(np.load(FIXTURES)["meta"]))
+  assert meta["torch"].startswith("2.13.0") and meta["kornia"] == "0.9.0"
+
+
+@pytest.mark.parametrize("case,x,torch_out,data_format", RECORDED)
+def test_recorded_parity(case, x, torch_out, data_format):
+  compare(case, x, torch_out, data_format)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_live_parity(op):
+  pytest.importorskip("torch", exc_type=ImportError)
+  if op in ("blur", "max_blur"):
+    pytest.importorskip("kornia", exc_type=ImportError)
+  rng = np.random.default_rng(9)
+  for i in range(3):
+    case = sample_case(rng, op)
+    x = make_input(case, seed=30_000 + i)
+    compare(case, x, run_torch(case, x), LAYOUTS[i % 2])
+
+
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("spatial,kernel,strides", [((9,), (3,), (2,)), ((7, 8), (4, 2), (2, 3)),
+                                                    ((5, 6, 4), (3, 3, 3), (2, 1, 2)),
+                                                    ((6, 5), (1, 1), (1, 1))])
+def test_blur_pool_matches_reference(rng, spatial, kernel, strides, data_format):
+  x = rng.standard_normal((2, 3) + spatial).astype(np.float32)
+  got = jax.jit(lambda v: jaxpool.blur_pool(v, kernel, strides, data_format=data_format))(
+      to_layout(x, data_format))
+  np.testing.assert_allclose(from_layout(got, data_format),
+                             reference.blur_pool(x, kernel, strides), rtol=1e-5, atol=1e-6)
+
+
+def test_max_blur_pool_is_blur_of_stride_one_max(rng):
+  x = rng.standard_normal((2, 9, 7, 3)).astype(np.float32)
+  got = jaxpool.max_blur_pool(x, (3, 3), (2, 2), max_pool_size=(2, 3))
+  want = jaxpool.blur_pool(jaxpool.max_pool(x, (2, 3), 1), (3, 3), 2)
+  chex.assert_trees_all_equal(got, want)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.5, 3.0])
+def test_gem_matches_reference(rng, p):
+  x = rng.standard_normal((2, 4, 5, 3, 2)).astype(np.float32)
+  got = jaxpool.gem_pool(x, 3, p, data_format="channels_first")
+  np.testing.assert_allclose(got, reference.gem_pool(x, p), rtol=1e-5)
+  one = jaxpool.gem_pool(np.abs(x) + 0.5, 3, 1.0, data_format="channels_first")
+  np.testing.assert_allclose(one, jaxpool.global_avg_pool(np.abs(x) + 0.5, 3,
+                                                          data_format="channels_first"),
+                             rtol=1e-6)
+
+
+def test_gem_p_is_differentiable_and_traced(rng):
+  x = np.abs(rng.standard_normal((2, 6, 6, 3))) + 0.1
+  with jax.enable_x64(True):
+    def f(p):
+      return jnp.sum(jaxpool.gem_pool(x, 2, p) ** 2)
+    grad = jax.jit(jax.grad(f))(3.0)
+    numeric = (f(3.0 + 1e-6) - f(3.0 - 1e-6)) / 2e-6
+  np.testing.assert_allclose(grad, numeric, rtol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 4), (9, 2)])
+def test_avgmax_match_their_parts(rng, size):
+  x = rng.standard_normal((2, 7, 6, 3)).astype(np.float32)
+  avg, mx = jaxpool.adaptive_avg_pool(x, size), jaxpool.adaptive_max_pool(x, size)
+  np.testing.assert_allclose(jaxpool.adaptive_avgmax_pool(x, size), 0.5 * (avg + mx),
+                             rtol=1e-6)
+  chex.assert_trees_all_equal(jaxpool.adaptive_catavgmax_pool(x, size),
+                              jnp.concatenate([avg, mx], -1))
+  cf = jaxpool.adaptive_catavgmax_pool(np.moveaxis(x, -1, 1), size,
+                                       data_format="channels_first")
+  chex.assert_trees_all_equal(np.moveaxis(np.asarray(cf), 1, -1), jnp.concatenate([avg, mx], -1))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16])
+def test_half_precision_keeps_its_dtype(rng, dtype):
+  x = jnp.asarray(np.abs(rng.standard_normal((2, 8, 8, 3))) + 0.1).astype(dtype)
+  for y in (jaxpool.gem_pool(x, 2), jaxpool.blur_pool(x, 3), jaxpool.max_blur_pool(x, 3),
+            jaxpool.adaptive_avgmax_pool(x, (2, 2)), jaxpool.adaptive_catavgmax_pool(x, (2, 2))):
+    assert y.dtype == dtype
+
+
+def test_modules_equal_the_functions(rng):
+  x = np.abs(rng.standard_normal((2, 9, 8, 3)).astype(np.float32)) + 0.1
+  pairs = [
+      ("AdaptiveAvgMaxPool", dict(output_size=(3, 2)), jaxpool.adaptive_avgmax_pool((x), (3, 2))),
+      ("AdaptiveCatAvgMaxPool", dict(output_size=(1, 1)),
+       jaxpool.adaptive_catavgmax_pool(x, (1, 1))),
+      ("BlurPool", dict(kernel_size=3), jaxpool.blur_pool(x, 3)),
+      ("MaxBlurPool", dict(kernel_size=(4, 4), strides=1, max_pool_size=3),
+       jaxpool.max_blur_pool(x, (4, 4), 1, max_pool_size=3)),
+      ("GeMPool", dict(num_spatial_dims=2, p=2.0, learnable=False), jaxpool.gem_pool(x, 2, 2.0)),
+  ]
+  for name, kw, want in pairs:
+    chex.assert_trees_all_close(getattr(L, name)(**kw).apply({}, x), want, rtol=1e-6)
+    chex.assert_trees_all_close(getattr(N, name)(**kw)(x), want, rtol=1e-6)
+
+
+def test_gem_modules_learn_p(rng):
+  x = np.abs(rng.standard_normal((2, 6, 6, 3)).astype(np.float32)) + 0.1
+  module = L.GeMPool(2, p=4.0)
+  variables = module.init(jax.random.key(0), x)
+  assert float(variables["params"]["p"]) == 4.0
+  np.testing.assert_allclose(module.apply(variables, x), jaxpool.gem_pool(x, 2, 4.0), rtol=1e-6)
+  grad = jax.grad(lambda v: jnp.sum(module.apply(v, x) ** 2))(variables)["params"]["p"]
+  assert np.isfinite(grad) and grad != 0
+
+  layer = N.GeMPool(2, p=4.0)
+  assert isinstance(layer.p, nnx.Param) and float(layer.p[...]) == 4.0
+  np.testing.assert_allclose(layer(x), jaxpool.gem_pool(x, 2, 4.0), rtol=1e-6)
+  grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(layer)
+  np.testing.assert_allclose(grads.p[...], grad, rtol=1e-5)
+  assert jax.tree.leaves(nnx.state(N.GeMPool(2, learnable=False))) == []
