@@ -184,7 +184,21 @@ def _layer_cases(torch) -> list[Case]:
 
   gem = dict(jaxpool=lambda x: jaxpool.gem_pool(x, 2), flax=flat_mean,
              torch=gem_torch if torch else None)
+  # the same samples for both: the same windows
+  samples = np.random.default_rng(3).random((16, 64, 2)).astype(np.float32)
+  frac_torch = None
+  if torch:
+    samples_t = torch.from_numpy(samples)
+
+    def frac_torch(x):
+      return F.fractional_max_pool2d(x, 2, output_size=(28, 28), _random_samples=samples_t)
+
+  frac = dict(jaxpool=lambda x: jaxpool.fractional_max_pool(x, (2, 2), (28, 28),
+                                                            samples=samples),
+              flax=None, torch=frac_torch)
   return [
+      Case("fractional_max_2x2_to_28", (16, 56, 56, 64), **frac),
+      Case("fractional_max_2x2_to_28", (16, 56, 56, 64), **frac, backward=True),
       Case("retrieval_gem_p3", (32, 14, 14, 2048), **gem),
       Case("retrieval_gem_p3", (32, 14, 14, 2048), **gem, backward=True),
       Case("timm_catavgmax_1x1", (32, 7, 7, 2048),

@@ -14,6 +14,7 @@ from jaxpool._adaptive import (
 )
 from jaxpool._argmax import max_pool_with_indices
 from jaxpool._blur import blur_pool, max_blur_pool
+from jaxpool._fractional import fractional_max_pool, fractional_max_pool_with_indices
 from jaxpool._global import channel_pool, gem_pool, global_avg_pool, global_max_pool
 from jaxpool._segment import segment_pool
 from jaxpool._unpool import max_unpool
@@ -41,6 +42,8 @@ __all__ = [
     "avg_pool",
     "blur_pool",
     "channel_pool",
+    "fractional_max_pool",
+    "fractional_max_pool_with_indices",
     "gem_pool",
     "global_avg_pool",
     "global_max_pool",

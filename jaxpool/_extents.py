@@ -106,25 +106,33 @@ def _first_of(g: jax.Array, best: jax.Array, valid, axis: int) -> jax.Array:
 
 
 def _argmax_one(x: jax.Array, n: jax.Array, out: tuple[int, ...]) -> jax.Array:
-  """Flat row-major index (in the padded volume) of each bin's first maximum.
-
-  One axis at a time from the last: per bin of that axis, the max and the first offset
-  holding it, carrying the index found so far. Taking the first matching row of the row
-  maxima, then that row's own first, is the row-major first; a NaN matches a NaN max, so
-  the first NaN wins as in PyTorch.
-  """
+  """Flat row-major index (in the padded volume) of each bin's first maximum."""
   d, spatial = len(out), x.shape[:-1]
-  low = _lowest(x.dtype)
   if all(o == 1 for o in out):  # one bin from the origin: a prefix mask, flat
     inside = functools.reduce(jnp.logical_and, [
         _on_axis(jnp.arange(size) < n[k], k, d) for k, size in enumerate(spatial)])
     inside = inside.reshape(-1, 1)
-    g = jnp.where(inside, x.reshape(-1, x.shape[-1]), low)
+    g = jnp.where(inside, x.reshape(-1, x.shape[-1]), _lowest(x.dtype))
     return _first_of(g, g.max(axis=0, keepdims=True), inside, 0).reshape(out + x.shape[-1:])
+  return first_max_index(x, [_bins(n[k], spatial[k], o) for k, o in enumerate(out)])
+
+
+def first_max_index(x: jax.Array, bins) -> jax.Array:
+  """Flat row-major index of each window's first maximum in one example ``(*spatial,
+  C)``; ``bins[k]`` is ``(begin (o,), valid (o, width))`` for spatial dim ``k``: the
+  windows of that dim start at ``begin`` and hold the ``valid`` offsets of ``width``.
+
+  One axis at a time from the last: per window of that axis, the max and the first
+  offset holding it, carrying the index found so far. Taking the first matching row of
+  the row maxima, then that row's own first, is the row-major first; a NaN matches a NaN
+  max, so the first NaN wins.
+  """
+  spatial = x.shape[:-1]
+  low = _lowest(x.dtype)
   values, index = x, None
-  for k in reversed(range(d)):
+  for k in reversed(range(len(bins))):
     stride = geo.row_major_strides(spatial)[k]
-    begin, valid = _bins(n[k], spatial[k], out[k])
+    begin, valid = bins[k]
     g = _windows(values, k, begin, valid.shape[1])
     valid = _on_axis(valid, k, g.ndim)
     g = jnp.where(valid, g, low)
@@ -137,6 +145,14 @@ def _argmax_one(x: jax.Array, n: jax.Array, out: tuple[int, ...]) -> jax.Array:
       chosen = chosen + jnp.where(offset == first, inner, 0).sum(axis=k + 1, keepdims=True)
     values, index = best.squeeze(k + 1), chosen.squeeze(k + 1)
   return index
+
+
+def take_flat(x: jax.Array, index: jax.Array) -> jax.Array:
+  """``x (N, *spatial, C)`` at the flat spatial ``index (N, *out, C)``: one gather,
+  whose derivative sends each cotangent to that element alone."""
+  flat = index.reshape(index.shape[0], -1, index.shape[-1])
+  y = jnp.take_along_axis(x.reshape(x.shape[0], -1, x.shape[-1]), flat, axis=1)
+  return y.reshape(index.shape)
 
 
 def pool(fn: str, x: jax.Array, lay: geo.Layout, out: tuple[int, ...], lengths,
@@ -171,9 +187,8 @@ def _pool(x: jax.Array, n: jax.Array, lay: geo.Layout, out: tuple[int, ...], op:
     outs = (y.astype(x.dtype),)
   else:
     idx = jax.vmap(_argmax_one, (0, 0, None))(jax.lax.stop_gradient(xs), n, out)
-    flat_idx = idx.reshape(idx.shape[0], -1, idx.shape[-1])
-    y = jnp.take_along_axis(xs.reshape(xs.shape[0], -1, xs.shape[-1]), flat_idx, axis=1)
-    outs = (y.reshape(idx.shape), idx) if op == "indices" else (y.reshape(idx.shape),)
+    y = take_flat(xs, idx)
+    outs = (y, idx) if op == "indices" else (y,)
   outs = tuple(o.reshape(batch + o.shape[1:]) for o in outs)
   if channels_first:
     outs = tuple(jnp.moveaxis(o, -1, lay.channel_axis) for o in outs)

@@ -29,7 +29,7 @@ __all__ = [
     "AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "ChannelPool", "GlobalAvgPool",
     "GlobalMaxPool", "LPPool", "MaxPool", "MaxPoolWithIndices", "MaxUnpool", "MinPool",
     "SegmentPool", "AdaptiveAvgMaxPool", "AdaptiveCatAvgMaxPool", "BlurPool", "MaxBlurPool",
-    "GeMPool",
+    "GeMPool", "FractionalMaxPool",
 ]
 
 Ints = int | Sequence[int]
@@ -246,3 +246,32 @@ class GeMPool(nn.Module):
     p = self.param("p", lambda _: jnp.asarray(self.p, jnp.float32)) if self.learnable else self.p
     return F.gem_pool(x, self.num_spatial_dims, p, eps=self.eps, keepdims=self.keepdims,
                       data_format=self.data_format)
+
+
+class FractionalMaxPool(nn.Module):
+  """:func:`jaxpool.fractional_max_pool` with its randomness the way ``nn.Dropout`` takes
+  it: a key from the ``rng_collection`` rng stream (``"dropout"`` by default, so the
+  usual ``apply(..., rngs={"dropout": key})`` drives it), unless ``samples`` is given
+  at call time (``(*batch, C, d)``, PyTorch's ``_random_samples``), which makes a run
+  reproducible.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from jaxpool import linen as pool
+    >>> layer = pool.FractionalMaxPool((2, 2), output_ratio=0.5)
+    >>> layer.apply({}, jnp.ones((1, 8, 8, 3)), rngs={"dropout": jax.random.key(0)}).shape
+    (1, 4, 4, 3)
+  """
+
+  window_shape: Sequence[int]
+  output_size: Sequence[int] | None = None
+  output_ratio: float | Sequence[float] | None = None
+  return_indices: bool = False
+  data_format: str = "channels_last"
+  rng_collection: str = "dropout"
+
+  def __call__(self, x: jax.Array, samples: jax.Array | None = None):
+    key = self.make_rng(self.rng_collection) if samples is None else None
+    fn = F.fractional_max_pool_with_indices if self.return_indices else F.fractional_max_pool
+    return fn(x, self.window_shape, self.output_size, output_ratio=self.output_ratio, key=key,
+              samples=samples, data_format=self.data_format)

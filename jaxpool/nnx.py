@@ -27,7 +27,7 @@ __all__ = [
     "AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "ChannelPool", "GlobalAvgPool",
     "GlobalMaxPool", "LPPool", "MaxPool", "MaxPoolWithIndices", "MaxUnpool", "MinPool",
     "SegmentPool", "AdaptiveAvgMaxPool", "AdaptiveCatAvgMaxPool", "BlurPool", "MaxBlurPool",
-    "GeMPool",
+    "GeMPool", "FractionalMaxPool",
 ]
 
 Ints = int | Sequence[int]
@@ -265,3 +265,42 @@ class GeMPool(_Pool):
   def __call__(self, x: jax.Array) -> jax.Array:
     p = self.p[...] if isinstance(self.p, nnx.Param) else self.p
     return F.gem_pool(x, p=p, **self._kwargs())
+
+
+class FractionalMaxPool(_Pool):
+  """:func:`jaxpool.fractional_max_pool` with its randomness the way ``nnx.Dropout``
+  takes it: an rng stream forked from ``rngs[rng_collection]`` at construction
+  (``"dropout"`` by default), or ``rngs`` passed at call time, unless ``samples`` is
+  given at call time (``(*batch, C, d)``, PyTorch's ``_random_samples``).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from jaxpool import nnx as pool
+    >>> layer = pool.FractionalMaxPool((2, 2), output_ratio=0.5, rngs=nnx.Rngs(0))
+    >>> layer(jnp.ones((1, 8, 8, 3))).shape
+    (1, 4, 4, 3)
+  """
+
+  _arg_names = ("window_shape", "output_size", "output_ratio", "data_format")
+
+  def __init__(self, window_shape: Sequence[int], output_size: Sequence[int] | None = None,
+               *, output_ratio: float | Sequence[float] | None = None,
+               return_indices: bool = False, data_format: str = "channels_last",
+               rng_collection: str = "dropout", rngs: nnx.Rngs | None = None):
+    self._set(locals())
+    self.return_indices = return_indices
+    self.rng_collection = rng_collection
+    self.rngs = rngs[rng_collection].fork() if rngs is not None else nnx.data(None)
+
+  def __call__(self, x: jax.Array, samples: jax.Array | None = None, *,
+               rngs: nnx.Rngs | None = None):
+    key = None
+    if samples is None:
+      stream = rngs[self.rng_collection] if rngs is not None else self.rngs
+      if stream is None:
+        raise ValueError("FractionalMaxPool: no randomness: pass rngs to the constructor "
+                         "or the call, or samples to the call.")
+      key = stream()
+    fn = F.fractional_max_pool_with_indices if self.return_indices else F.fractional_max_pool
+    return fn(x, key=key, samples=samples, **self._kwargs())

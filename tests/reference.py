@@ -297,3 +297,32 @@ def blur_pool(x, kernel, strides):
         total += w * x[(slice(None), slice(None)) + tuple(pos)]
     y[(slice(None), slice(None)) + o] = total
   return y
+
+
+def fractional_max_pool_with_indices(x, window, output_size, samples):
+  """PyTorch's fractional max pooling, one plane at a time: window starts from each
+  plane's samples with PyTorch's float32 interval arithmetic (in 2-D ``samples[..., 0]``
+  drives the width), then the first maximum (first NaN) of each window."""
+  x = np.asarray(x)
+  d = len(window)
+  which = (1, 0) if d == 2 else tuple(range(d))
+  vals = np.zeros(x.shape[:2] + tuple(output_size), x.dtype)
+  idx = np.zeros(vals.shape, np.int64)
+  for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+    starts = []
+    for a in range(d):
+      size, k, o = x.shape[2 + a], window[a], output_size[a]
+      u = np.float32(samples[n, c, which[a]])
+      seq = [size - k] * o
+      if o > 1:
+        alpha = np.float32(size - k) / np.float32(o - 1)
+        for i in range(o - 1):
+          seq[i] = int(np.float32(np.float32(i) + u) * alpha) - int(u * alpha)
+      starts.append(seq)
+    for o in itertools.product(*[range(m) for m in output_size]):
+      ranges = [range(starts[a][o[a]], starts[a][o[a]] + window[a]) for a in range(d)]
+      pos = list(itertools.product(*ranges))
+      v = [x[(n, c) + p] for p in pos]
+      b = _argbest(v, lambda p, q: p > q)
+      vals[(n, c) + o], idx[(n, c) + o] = v[b], _flat(pos[b], x.shape[2:])
+  return vals, idx

@@ -159,6 +159,34 @@ CASES = {
                          r"num_segments must be >= 1, got 0"),
     "segment_avg_int": (lambda: jaxpool.segment_pool(X.astype(np.int32), np.zeros(2, int), 2),
                         TypeError, r"floating dtype, got dtype int32"),
+    # fractional max
+    "fractional_both_sizes": (
+        lambda: jaxpool.fractional_max_pool(X, (2, 2), (4, 4), output_ratio=0.5,
+                                            key=jax.random.key(0)), ValueError,
+        r"give exactly one of output_size or output_ratio"),
+    "fractional_no_randomness": (lambda: jaxpool.fractional_max_pool(X, (2, 2), (4, 4)),
+                                 ValueError, r"give exactly one of key or samples"),
+    "fractional_too_large": (
+        lambda: jaxpool.fractional_max_pool(X, (3, 3), (7, 4), key=jax.random.key(0)),
+        ValueError, r"output size 7 with window 3 needs an input of at least 9 on spatial "
+                    r"dim 0 \(o \+ k - 1\), got 8"),
+    "fractional_ratio_range": (
+        lambda: jaxpool.fractional_max_pool(X, (2, 2), output_ratio=1.5, key=jax.random.key(0)),
+        ValueError, r"output_ratio entries must lie in \(0, 1\), got 1.5"),
+    "fractional_ratio_type": (
+        lambda: jaxpool.fractional_max_pool(X, (2, 2), output_ratio="half",
+                                            key=jax.random.key(0)), TypeError,
+        r"output_ratio must be a float or 2 floats"),
+    "fractional_samples_shape": (
+        lambda: jaxpool.fractional_max_pool(X, (2, 2), (4, 4), samples=np.zeros((2, 2))),
+        ValueError, r"samples must have shape \(2, 3, 2\) .*got \(2, 2\)"),
+    "fractional_samples_dtype": (
+        lambda: jaxpool.fractional_max_pool_with_indices(X, (2, 2), (4, 4),
+                                                         samples=np.zeros((2, 3, 2), int)),
+        TypeError, r"samples must be floating"),
+    "fractional_bare_window": (
+        lambda: jaxpool.fractional_max_pool(X, 2, (4, 4), key=jax.random.key(0)), TypeError,
+        r"did you mean \(2, 2\)"),
     # GeM, average+max, blur
     "gem_p_zero": (lambda: jaxpool.gem_pool(X, 2, 0.0), ValueError,
                    r"gem_pool: p must be finite and > 0, got p=0.0"),
@@ -218,7 +246,8 @@ def test_function_name_in_every_message():
         "max_pool", "min_pool", "avg_pool", "lp_pool", "max_unpool", "adaptive_avg_pool",
         "adaptive_max_pool", "global_avg_pool", "global_max_pool", "channel_pool",
         "max_pool_with_indices", "segment_pool", "gem_pool", "adaptive_avgmax_pool",
-        "adaptive_catavgmax_pool", "blur_pool", "max_blur_pool"}, name
+        "adaptive_catavgmax_pool", "blur_pool", "max_blur_pool", "fractional_max_pool",
+        "fractional_max_pool_with_indices"}, name
 
 
 def test_no_assert_statements_in_library():

@@ -150,3 +150,71 @@ def test_gem_modules_learn_p(rng):
   grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(layer)
   np.testing.assert_allclose(grads.p[...], grad, rtol=1e-5)
   assert jax.tree.leaves(nnx.state(N.GeMPool(2, learnable=False))) == []
+
+
+# ------------------------------------------------------------------ fractional max
+
+
+@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("spatial,window,out", [((11,), (3,), (5,)), ((9, 7), (2, 3), (4, 5)),
+                                                ((6, 5, 7), (2, 2, 3), (3, 2, 4)),
+                                                ((5, 4, 4, 3), (2, 1, 2, 1), (2, 3, 2, 3))])
+def test_fractional_matches_reference(rng, spatial, window, out, data_format):
+  x = rng.integers(-2, 3, size=(2, 3) + spatial).astype(np.float32)  # ties
+  u = rng.random((2, 3, len(spatial))).astype(np.float32)
+  v, i = jax.jit(lambda a, s: jaxpool.fractional_max_pool_with_indices(
+      a, window, out, samples=s, data_format=data_format))(to_layout(x, data_format), u)
+  want_v, want_i = reference.fractional_max_pool_with_indices(x, window, out, u)
+  np.testing.assert_array_equal(from_layout(v, data_format), want_v)
+  np.testing.assert_array_equal(from_layout(i, data_format), want_i)
+
+
+def test_fractional_key_ratio_and_one_compile(rng):
+  x = rng.standard_normal((2, 10, 9, 3)).astype(np.float32)
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def step(v, u):
+    return jax.value_and_grad(lambda a: jnp.sum(jaxpool.fractional_max_pool(
+        a, (2, 2), output_ratio=(0.5, 0.7), samples=u) ** 2))(v)
+
+  chex.clear_trace_counter()
+  grads = [step(x, np.random.default_rng(s).random((2, 3, 2)).astype(np.float32))[1]
+           for s in range(3)]
+  assert not np.array_equal(grads[0], grads[1])
+  a = jaxpool.fractional_max_pool(x, (2, 2), output_ratio=0.5, key=jax.random.key(0))
+  b = jaxpool.fractional_max_pool(x, (2, 2), output_ratio=0.5, key=jax.random.key(0))
+  c = jaxpool.fractional_max_pool(x, (2, 2), output_ratio=0.5, key=jax.random.key(1))
+  assert a.shape == (2, 5, 4, 3)
+  chex.assert_trees_all_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+def test_fractional_integer_input(rng):
+  x = rng.integers(-50, 50, size=(2, 8, 8, 3)).astype(np.int32)
+  u = rng.random((2, 3, 2)).astype(np.float32)
+  v, i = jaxpool.fractional_max_pool_with_indices(x, (2, 2), (4, 4), samples=u)
+  want_v, want_i = reference.fractional_max_pool_with_indices(np.moveaxis(x, -1, 1), (2, 2),
+                                                              (4, 4), u)
+  assert v.dtype == jnp.int32
+  np.testing.assert_array_equal(np.moveaxis(np.asarray(v), -1, 1), want_v)
+  np.testing.assert_array_equal(np.moveaxis(np.asarray(i), -1, 1), want_i)
+
+
+def test_fractional_modules_take_randomness_the_flax_way(rng):
+  x = rng.standard_normal((2, 9, 9, 3)).astype(np.float32)
+  u = rng.random((2, 3, 2)).astype(np.float32)
+  want = jaxpool.fractional_max_pool(x, (2, 2), output_ratio=0.5, samples=u)
+  layer = L.FractionalMaxPool((2, 2), output_ratio=0.5)
+  chex.assert_trees_all_equal(layer.apply({}, x, u), want)
+  one = layer.apply({}, x, rngs={"dropout": jax.random.key(0)})
+  two = layer.apply({}, x, rngs={"dropout": jax.random.key(1)})
+  assert one.shape == want.shape and not np.array_equal(one, two)
+  module = N.FractionalMaxPool((2, 2), output_ratio=0.5, rngs=nnx.Rngs(0))
+  chex.assert_trees_all_equal(module(x, u), want)
+  assert not np.array_equal(module(x), module(x))  # the stream advances
+  v, i = N.FractionalMaxPool((2, 2), (4, 4), return_indices=True)(x, u)
+  chex.assert_trees_all_equal((v, i), jaxpool.fractional_max_pool_with_indices(
+      x, (2, 2), (4, 4), samples=u))
+  with pytest.raises(ValueError, match="no randomness"):
+    N.FractionalMaxPool((2, 2), (4, 4))(x)

@@ -20,13 +20,13 @@ def results():
 
 def test_every_function_and_layout_checked(results):
   fns = {r["fn"] for r in results}
-  assert len(fns) == 14 + 4 and len(results) == 41 + 14 + 2 * 4
-  assert len([r for r in results if r["sharded"] == "shard_map"]) == 14 + 4
+  assert len(fns) == 19 + 5 and len(results) == 56 + 19 + 2 * 5
+  assert len([r for r in results if r["sharded"] == "shard_map"]) == 19 + 5
 
 
 def test_batch_and_channel_sharding_needs_no_collectives(results):
   strict = [r for r in results if r["expect_no_collectives"]]
-  assert len(strict) == 27 + 4
+  assert len(strict) == 27 + 9 + 5
   assert [r for r in strict if r["collectives"]] == []
 
 

@@ -42,6 +42,7 @@ def _nnx_unpool(x):
 
 S2, S1, S3 = (2, 6, 5, 2), (2, 9, 3), (1, 3, 4, 4, 2)
 LEN2, LEN1, LEN3 = np.array([[4, 5], [6, 2]]), np.array([5, 9]), np.array([[2, 3, 4]])
+U2, U1 = (np.random.default_rng(4).random(s).astype(np.float32) for s in [(2, 2, 2), (2, 9, 1)])
 IDS = np.array([[0, 0, 2, -1, 2, 1, 1, 1, -1], [1, 2, 0, 0, 0, 3, 1, -1, 2]])
 # name: (function of x, shape of x, whether the input must be positive)
 ROWS = {
@@ -103,8 +104,6 @@ ROWS = {
     "channel_avg": (lambda x: jaxpool.channel_pool(x, "avg"), S2, False),
     # runtime extents (lengths) and packed segments: the ids and lengths are constants
     # here; test_extents.py runs them as changing runtime values
-    "adaptive_avg_lengths": (lambda x: jaxpool.adaptive_avg_pool(x, (4, 3), lengths=LEN2),
-                             S2, False),
     "adaptive_max_lengths": (lambda x: jaxpool.adaptive_max_pool(x, (4, 3), lengths=LEN2),
                              S2, False),
     "adaptive_indices_lengths_cf": (
@@ -115,17 +114,20 @@ ROWS = {
                                 S3, False),
     "global_avg_lengths": (lambda x: jaxpool.global_avg_pool(x, 2, lengths=LEN2), S2, False),
     "global_max_lengths": (lambda x: jaxpool.global_max_pool(x, 1, lengths=LEN1), S1, False),
-    "segment_avg": (lambda x: jaxpool.segment_pool(x, IDS, 3), S1, False),
     "segment_max": (lambda x: jaxpool.segment_pool(x, IDS, 3, "max"), S1, False),
-    "segment_min_flat": (lambda x: jaxpool.segment_pool(x, IDS[0], 3, "min"), (9, 3, 2), False),
     "segment_sum_features": (lambda x: jaxpool.segment_pool(x, IDS[:, :6], 3, "sum"), S2, False),
-    # GeM (x here; p in test_layers.py), average+max, blur (odd and even kernels)
-    "gem_p3": (lambda x: jaxpool.gem_pool(x, 2), S2, True),
+    # fractional max (samples fixed here; test_layers.py changes them at run time)
+    "fractional_2d": (lambda x: jaxpool.fractional_max_pool(x, (2, 2), (3, 3), samples=U2), S2,
+                      False),
+    "fractional_indices_1d_cf": (
+        lambda x: jaxpool.fractional_max_pool_with_indices(x, (2,), (2,), samples=U1,
+                                                           data_format="channels_first"),
+        S1, False),
+    # GeM (x here; p in test_layers.py), average+max, blur
     "gem_eps_clip": (lambda x: jaxpool.gem_pool(x - 1.0, 2, 2.0, eps=0.25), S2, True),
     "avgmax_4x3": (lambda x: jaxpool.adaptive_avgmax_pool(x, (4, 3)), S2, False),
     "catavgmax_1x1": (lambda x: jaxpool.adaptive_catavgmax_pool(x, (1, 1)), S2, False),
     "blur_3": (lambda x: jaxpool.blur_pool(x, 3), S2, False),
-    "blur_4_1d": (lambda x: jaxpool.blur_pool(x, (4,), 2), S1, False),
     "max_blur_3x3": (lambda x: jaxpool.max_blur_pool(x, 3, data_format="channels_first"), S2,
                      False),
     # every module, linen and nnx
@@ -145,6 +147,7 @@ ROWS = {
     "linen.GeMPool": (lambda x: pl.GeMPool(2).apply({"params": {"p": np.float32(3.0)}}, x), S2,
                       True),
     "linen.MaxBlurPool": (_linen(pl.MaxBlurPool(3)), S2, False),
+    "linen.FractionalMaxPool": (_linen(pl.FractionalMaxPool((2, 2), (3, 3)), U2), S2, False),
     "nnx.MaxPool": (pn.MaxPool((3, 3), 2, 1), S2, False),
     "nnx.MinPool": (pn.MinPool((2, 2)), S2, False),
     "nnx.AvgPool": (pn.AvgPool((3, 3), 1, 1, count_include_pad=False), S2, False),
@@ -160,6 +163,7 @@ ROWS = {
     "nnx.SegmentPool": (lambda x: pn.SegmentPool(3)(x, IDS), S1, False),
     "nnx.AdaptiveCatAvgMaxPool": (pn.AdaptiveCatAvgMaxPool((2, 2)), S2, False),
     "nnx.BlurPool": (pn.BlurPool(2), S2, False),
+    "nnx.FractionalMaxPool": (lambda x: pn.FractionalMaxPool((2, 2), (3, 3))(x, U2), S2, False),
 }
 NAMES = list(ROWS)
 # Modules are one-line partial applications of the functions above (test_modules.py
