@@ -174,7 +174,7 @@ def _layer_cases(torch) -> list[Case]:
     kornia = None
 
   def gem_torch(x):
-    return F.avg_pool2d(x.clamp(min=1e-6).pow(3.0), tuple(x.shape[-2:])).pow(1.0 / 3.0)
+    return F.avg_pool2d(x.clamp(min=1e-6).pow(3.0), tuple(x.shape[-2:])).pow(1.0 / 3.0).flatten(1)
 
   def catavgmax_torch(x):
     return torch.cat((F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)), 1)

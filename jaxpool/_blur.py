@@ -1,14 +1,15 @@
 """Anti-aliased pooling (Zhang 2019): kornia's ``blur_pool2d`` and ``max_blur_pool2d``.
 
-The blur is the normalised binomial (Pascal) kernel, applied depthwise and separably:
-per spatial dim, zero padding ``(k - 1) // 2`` before and ``k // 2`` after, then ``k``
-strided slices weighted by ``C(k-1, j) / 2**(k-1)`` and summed, sampled every ``stride``
-from index 0 (so the output length is ``ceil(L / stride)``). The 2-D kernel of kornia is
-the outer product of the two 1-D ones, so the separable sum is the same correlation.
+The blur is the normalised binomial (Pascal) kernel, applied depthwise: zero padding
+``(k - 1) // 2`` before and ``k // 2`` after per spatial dim, then the correlation with
+the outer product of the 1-D kernels ``C(k-1, j) / 2**(k-1)`` (kornia's 2-D kernel is
+that product), sampled every ``stride`` from index 0, so each output length is
+``ceil(L / stride)``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jax
@@ -41,19 +42,25 @@ def _sizes(fn: str, x, kernel_size, strides):
 
 
 def _blur(x: jax.Array, axes: tuple[int, ...], kernel, strides) -> jax.Array:
+  """Every tap of the product kernel as one strided slice of the zero-padded input,
+  weighted and summed: one fused loop that writes only the output (measured faster on
+  XLA:CPU than one axis at a time, which writes an intermediate)."""
   acc = geo.accum_dtype(x.dtype)
-  y = x.astype(acc)
-  for axis, k, s in zip(axes, kernel, strides):
-    pads = [(0, 0, 0)] * y.ndim
+  pads = [(0, 0, 0)] * x.ndim
+  for axis, k in zip(axes, kernel):
     pads[axis] = ((k - 1) // 2, k // 2, 0)
-    padded = lax.pad(y, np.zeros((), acc), pads)
-    out = -(-y.shape[axis] // s)
-    total = None
-    for j, w in enumerate(binomial(k)):
-      tap = lax.slice_in_dim(padded, j, j + (out - 1) * s + 1, s, axis) * np.array(w, acc)
-      total = tap if total is None else total + tap
-    y = total
-  return y.astype(x.dtype)
+  padded = lax.pad(x.astype(acc), np.zeros((), acc), pads)
+  outs = [-(-x.shape[a] // s) for a, s in zip(axes, strides)]
+  weights = [binomial(k) for k in kernel]
+  total = None
+  for taps in itertools.product(*[range(k) for k in kernel]):
+    start, limit, step = [0] * x.ndim, list(padded.shape), [1] * x.ndim
+    for axis, j, o, s in zip(axes, taps, outs, strides):
+      start[axis], limit[axis], step[axis] = j, j + (o - 1) * s + 1, s
+    w = math.prod(wk[j] for wk, j in zip(weights, taps))
+    term = lax.slice(padded, start, limit, step) * np.array(w, acc)
+    total = term if total is None else total + term
+  return total.astype(x.dtype)
 
 
 def blur_pool(x: ArrayLike, kernel_size, strides=2, *,
@@ -83,8 +90,9 @@ def blur_pool(x: ArrayLike, kernel_size, strides=2, *,
     TypeError: integer or bool input (as kornia), bad ``kernel_size`` or ``strides``.
     ValueError: entries below 1, or a rank too small for ``d`` spatial dims.
 
-  Lowering: per spatial dim, ``k`` strided slices of the zero-padded input, weighted and
-  summed (the separable form of kornia's depthwise convolution), on every backend.
+  Lowering: one strided slice of the zero-padded input per kernel tap, weighted and
+  summed in one fused loop (kornia's depthwise convolution, written out), on every
+  backend.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
