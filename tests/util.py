@@ -31,3 +31,19 @@ def randn(rng, shape, dtype=np.float32):
 def ties(rng, shape, dtype=np.float32):
   """Few distinct values: many ties inside windows."""
   return rng.integers(-2, 3, size=shape).astype(dtype)
+
+
+def recorded(path):
+  """The cases of a fixture file whose meta lists the cases (``make_extents_fixtures``,
+  ``make_layer_fixtures``): ``pytest.param(case, x, outputs, layout)``, each case in one
+  layout, alternating, so both layouts see every op at half the compiles."""
+  import json
+
+  import pytest
+
+  data = np.load(path)
+  for i, case in enumerate(json.loads(str(data["meta"]))["cases"]):
+    prefix = f"{i}/"
+    out = {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix) and k != f"{i}/x"}
+    layout = LAYOUTS[i % 2]
+    yield pytest.param(case, data[f"{i}/x"], out, layout, id=f"{case['op']}-{i}-{layout}")
