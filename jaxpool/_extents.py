@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _geometry as geo
+from jaxpool._engine.views import expand, identity
 
 
 def check_lengths(fn: str, lengths, batch: tuple[int, ...],
@@ -61,7 +62,7 @@ def _bins(n: jax.Array, size: int, out: int) -> tuple[jax.Array, jax.Array]:
 
 def _on_axis(a: jax.Array, k: int, ndim: int) -> jax.Array:
   """``a`` of shape (o, ...) placed at axis ``k`` of an ``ndim`` array (1s elsewhere)."""
-  return a.reshape((1,) * k + a.shape + (1,) * (ndim - k - a.ndim))
+  return expand(a, ndim, k, a.ndim)
 
 
 def _windows(a: jax.Array, k: int, begin: jax.Array, width: int) -> jax.Array:
@@ -86,15 +87,6 @@ def _avg_one(x: jax.Array, n: jax.Array, out: tuple[int, ...]) -> jax.Array:
   return x / count
 
 
-def _lowest(dtype) -> np.ndarray:
-  dtype = np.dtype(dtype)
-  if dtype == np.bool_:
-    return np.array(False)
-  if jnp.issubdtype(dtype, jnp.integer):
-    return np.array(np.iinfo(dtype).min, dtype)
-  return np.array(-np.inf, dtype)
-
-
 def _first_of(g: jax.Array, best: jax.Array, valid, axis: int) -> jax.Array:
   """The first valid offset along ``axis`` where ``g`` equals ``best`` (a NaN matches a
   NaN): a compare and a min, which XLA:CPU runs far faster than a variadic argmax."""
@@ -112,7 +104,7 @@ def _argmax_one(x: jax.Array, n: jax.Array, out: tuple[int, ...]) -> jax.Array:
     inside = functools.reduce(jnp.logical_and, [
         _on_axis(jnp.arange(size) < n[k], k, d) for k, size in enumerate(spatial)])
     inside = inside.reshape(-1, 1)
-    g = jnp.where(inside, x.reshape(-1, x.shape[-1]), _lowest(x.dtype))
+    g = jnp.where(inside, x.reshape(-1, x.shape[-1]), identity("max", x.dtype))
     return _first_of(g, g.max(axis=0, keepdims=True), inside, 0).reshape(out + x.shape[-1:])
   return first_max_index(x, [_bins(n[k], spatial[k], o) for k, o in enumerate(out)])
 
@@ -128,7 +120,7 @@ def first_max_index(x: jax.Array, bins) -> jax.Array:
   max, so the first NaN wins.
   """
   spatial = x.shape[:-1]
-  low = _lowest(x.dtype)
+  low = identity("max", x.dtype)
   values, index = x, None
   for k in reversed(range(len(bins))):
     stride = geo.row_major_strides(spatial)[k]
