@@ -24,12 +24,13 @@ import jax
 import jax.numpy as jnp
 
 import jaxpool as F
+from jaxpool import _from_torch
 
 __all__ = [
     "AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "ChannelPool", "GlobalAvgPool",
     "GlobalMaxPool", "LPPool", "MaxPool", "MaxPoolWithIndices", "MaxUnpool", "MinPool",
     "SegmentPool", "AdaptiveAvgMaxPool", "AdaptiveCatAvgMaxPool", "BlurPool", "MaxBlurPool",
-    "GeMPool", "FractionalMaxPool",
+    "GeMPool", "FractionalMaxPool", "from_torch",
 ]
 
 Ints = int | Sequence[int]
@@ -134,10 +135,15 @@ class AdaptiveAvgPool(nn.Module):
 
 
 class AdaptiveMaxPool(AdaptiveAvgPool):
-  """Equivalent to partial application of :func:`jaxpool.adaptive_max_pool`."""
+  """Equivalent to partial application of :func:`jaxpool.adaptive_max_pool`, or of
+  :func:`jaxpool.adaptive_max_pool_with_indices` with ``return_indices=True`` (then
+  ``__call__`` returns ``(values, indices)``, as PyTorch's ``AdaptiveMaxPool2d`` does)."""
 
-  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
-    return F.adaptive_max_pool(x, lengths=lengths, **_kwargs(self))
+  return_indices: bool = False
+
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None):
+    fn = F.adaptive_max_pool_with_indices if self.return_indices else F.adaptive_max_pool
+    return fn(x, self.output_size, lengths=lengths, data_format=self.data_format)
 
 
 class GlobalAvgPool(nn.Module):
@@ -275,3 +281,52 @@ class FractionalMaxPool(nn.Module):
     fn = F.fractional_max_pool_with_indices if self.return_indices else F.fractional_max_pool
     return fn(x, self.window_shape, self.output_size, output_ratio=self.output_ratio, key=key,
               samples=samples, data_format=self.data_format)
+
+
+def from_torch(module: Any, *, data_format: str = "channels_last") -> nn.Module:
+  """The jaxpool linen module equivalent to a ``torch.nn`` pooling module instance.
+
+  Ports ``MaxPool1/2/3d`` (``return_indices=True`` gives :class:`MaxPoolWithIndices`),
+  ``AvgPool*``, ``LPPool*``, ``AdaptiveAvgPool*``, ``AdaptiveMaxPool*`` (with
+  ``return_indices``), ``MaxUnpool*`` and ``FractionalMaxPool2d/3d`` with identical
+  arguments. The result computes what the torch module computes on the same data in the
+  layout ``data_format`` (channels_last by default: transpose NCHW input, or pass
+  ``data_format="channels_first"`` to feed PyTorch's layout). torch is imported here
+  only; jaxpool does not depend on it.
+
+  Args:
+    module: an instance of one of the torch classes above (exactly: a subclass may
+      override ``forward``, so it is refused).
+    data_format: the layout the jaxpool module will be called with.
+
+  Returns:
+    An unbound :mod:`jaxpool.linen` module. A ported ``FractionalMaxPool`` draws its
+    samples from the ``"dropout"`` rng collection (pass ``rngs={"dropout": key}`` to
+    ``apply``) or takes ``samples`` at call time.
+
+  Raises:
+    TypeError: ``module`` is not one of the torch pooling classes above.
+    ValueError: a ``FractionalMaxPool`` holds fixed ``_random_samples`` (pass them as
+      ``samples`` at call time); an ``LPPool`` has ``ceil_mode=True`` (PyTorch rescales a
+      partial window's sum there and jaxpool deliberately does not, so the port could
+      differ silently); ``data_format`` is not a layout name.
+
+  Example:
+    >>> import torch, jax.numpy as jnp
+    >>> from jaxpool import linen as pool
+    >>> layer = pool.from_torch(torch.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True))
+    >>> layer
+    MaxPool(
+        # attributes
+        window_shape = (3, 3)
+        strides = (2, 2)
+        padding = (1, 1)
+        dilation = (1, 1)
+        ceil_mode = True
+        data_format = 'channels_last'
+    )
+    >>> layer.apply({}, jnp.ones((1, 8, 8, 3))).shape
+    (1, 5, 5, 3)
+  """
+  name, kwargs = _from_torch.module_spec(module, data_format)
+  return globals()[name](**kwargs)

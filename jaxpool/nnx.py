@@ -22,12 +22,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 import jaxpool as F
+from jaxpool import _from_torch
 
 __all__ = [
     "AdaptiveAvgPool", "AdaptiveMaxPool", "AvgPool", "ChannelPool", "GlobalAvgPool",
     "GlobalMaxPool", "LPPool", "MaxPool", "MaxPoolWithIndices", "MaxUnpool", "MinPool",
     "SegmentPool", "AdaptiveAvgMaxPool", "AdaptiveCatAvgMaxPool", "BlurPool", "MaxBlurPool",
-    "GeMPool", "FractionalMaxPool",
+    "GeMPool", "FractionalMaxPool", "from_torch",
 ]
 
 Ints = int | Sequence[int]
@@ -149,11 +150,20 @@ class AdaptiveAvgPool(_Pool):
     return F.adaptive_avg_pool(x, lengths=lengths, **self._kwargs())
 
 
-class AdaptiveMaxPool(AdaptiveAvgPool):
-  """Equivalent to partial application of :func:`jaxpool.adaptive_max_pool`."""
+class AdaptiveMaxPool(_Pool):
+  """Equivalent to partial application of :func:`jaxpool.adaptive_max_pool`, or of
+  :func:`jaxpool.adaptive_max_pool_with_indices` with ``return_indices=True`` (then
+  ``__call__`` returns ``(values, indices)``, as PyTorch's ``AdaptiveMaxPool2d`` does)."""
 
-  def __call__(self, x: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
-    return F.adaptive_max_pool(x, lengths=lengths, **self._kwargs())
+  _arg_names = ("output_size", "data_format", "return_indices")
+
+  def __init__(self, output_size: Sequence[int | None], *,
+               data_format: str = "channels_last", return_indices: bool = False):
+    self._set(locals())
+
+  def __call__(self, x: jax.Array, lengths: jax.Array | None = None):
+    fn = F.adaptive_max_pool_with_indices if self.return_indices else F.adaptive_max_pool
+    return fn(x, self.output_size, lengths=lengths, data_format=self.data_format)
 
 
 class GlobalAvgPool(_Pool):
@@ -304,3 +314,34 @@ class FractionalMaxPool(_Pool):
       key = stream()
     fn = F.fractional_max_pool_with_indices if self.return_indices else F.fractional_max_pool
     return fn(x, key=key, samples=samples, **self._kwargs())
+
+
+def from_torch(module: Any, *, data_format: str = "channels_last",
+               rngs: nnx.Rngs | None = None) -> nnx.Module:
+  """The jaxpool nnx module equivalent to a ``torch.nn`` pooling module instance.
+
+  Ports the classes :func:`jaxpool.linen.from_torch` ports, with identical arguments, to
+  the :mod:`jaxpool.nnx` module of the same name (``MaxPool2d(return_indices=True)``
+  becomes :class:`MaxPoolWithIndices`). ``rngs`` goes to a ported
+  :class:`FractionalMaxPool` (which can also take ``rngs`` or ``samples`` at call time)
+  and is ignored otherwise. torch is imported here only.
+
+  Raises:
+    TypeError: ``module`` is not one of the torch pooling classes (exactly).
+    ValueError: a ``FractionalMaxPool`` holds fixed ``_random_samples`` (pass them as
+      ``samples`` at call time); an ``LPPool`` has ``ceil_mode=True`` (PyTorch rescales a
+      partial window's sum there and jaxpool deliberately does not, so the port could
+      differ silently); ``data_format`` is not a layout name.
+
+  Example:
+    >>> import torch, jax.numpy as jnp
+    >>> from jaxpool import nnx as pool
+    >>> layer = pool.from_torch(torch.nn.AdaptiveAvgPool2d((None, 1)),
+    ...                         data_format="channels_first")
+    >>> layer.output_size, layer(jnp.ones((2, 3, 5, 7))).shape
+    ((None, 1), (2, 3, 5, 1))
+  """
+  name, kwargs = _from_torch.module_spec(module, data_format)
+  if name == "FractionalMaxPool":
+    kwargs["rngs"] = rngs
+  return globals()[name](**kwargs)

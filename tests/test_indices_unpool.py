@@ -7,16 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference as ref
-from test_window import CASES, IDS, _kw, _ref_args
+from test_window import CASES, IDS, ROTATED, _kw, _ref_args
 from util import LAYOUTS, from_layout, maybe_jit, randn, ties, to_layout
 
 import jaxpool
 from jaxpool import _scatter
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-@pytest.mark.parametrize("data_format", LAYOUTS)
-@pytest.mark.parametrize("use_jit", [False, True])
+@pytest.mark.parametrize("case,data_format,use_jit", ROTATED)
 @pytest.mark.parametrize("data", ["random", "ties", "nan"])
 def test_indices_vs_reference(rng, case, data_format, use_jit, data):
   shape = (2, 3) + case[0]

@@ -5,37 +5,27 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
-
 SCRIPT = pathlib.Path(__file__).parent / "sharding_check.py"
 
 
-@pytest.fixture(scope="module")
-def results():
+def test_spmd_on_eight_devices():
+  """One test, so that the subprocess (the suite's longest item) runs once: xdist would
+  run a module fixture once per worker that takes one of several tests."""
   proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
                         timeout=900, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+  results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
-
-def test_every_function_and_layout_checked(results):
+  # every function and layout is checked
   fns = {r["fn"] for r in results}
   assert len(fns) == 19 + 5 and len(results) == 56 + 19 + 2 * 5
   assert len([r for r in results if r["sharded"] == "shard_map"]) == 19 + 5
-
-
-def test_batch_and_channel_sharding_needs_no_collectives(results):
+  # batch and channel sharding need no collectives
   strict = [r for r in results if r["expect_no_collectives"]]
   assert len(strict) == 27 + 9 + 5
   assert [r for r in strict if r["collectives"]] == []
-
-
-def test_all_shardings_match_unsharded(results):
+  # every sharding matches the unsharded computation
   assert [r for r in results if not r["correct"]] == []
-
-
-def test_shard_map_forward_and_gradient(results):
-  """vmap of every op inside shard_map (default check_vma): forward and gradient run and
-  match the unsharded computation."""
+  # vmap of every op inside shard_map (default check_vma): forward and gradient run
   done = [r for r in results if r["sharded"] == "shard_map"]
   assert [r for r in done if "error" in r or not r["correct"]] == []

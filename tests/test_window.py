@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import reference as ref
 from jax.test_util import check_grads
-from util import LAYOUTS, from_layout, maybe_jit, randn, ties, to_layout
+from util import LAYOUTS, from_layout, maybe_jit, randn, rotated, ties, to_layout
 
 import jaxpool
 
@@ -28,6 +28,7 @@ CASES = [
     ((3, 4, 4, 5), (2, 2, 2, 3), 2, 0, 1, True),  # 4 spatial dims
 ]
 IDS = [f"{len(c[0])}d-{i}" for i, c in enumerate(CASES)]
+ROTATED = rotated(CASES, IDS)  # each case in one (layout, eager/jit) pair
 
 
 def _kw(case):
@@ -41,9 +42,7 @@ def _ref_args(case):
   return (window, strides, padding, dilation, ceil_mode)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-@pytest.mark.parametrize("data_format", LAYOUTS)
-@pytest.mark.parametrize("use_jit", [False, True])
+@pytest.mark.parametrize("case,data_format,use_jit", ROTATED)
 @pytest.mark.parametrize("op", ["max", "min"])
 def test_max_min_vs_reference(rng, case, data_format, use_jit, op):
   x = ties(rng, (2, 3) + case[0])
@@ -52,10 +51,8 @@ def test_max_min_vs_reference(rng, case, data_format, use_jit, op):
   np.testing.assert_array_equal(got, getattr(ref, f"{op}_pool")(x, *_ref_args(case)))
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-@pytest.mark.parametrize("data_format", LAYOUTS)
+@pytest.mark.parametrize("case,data_format,use_jit", ROTATED)
 @pytest.mark.parametrize("count_include_pad", [True, False])
-@pytest.mark.parametrize("use_jit", [False, True])
 def test_avg_vs_reference(rng, case, data_format, count_include_pad, use_jit):
   x = randn(rng, (2, 3) + case[0])
   f = maybe_jit(jaxpool.avg_pool, use_jit, data_format=data_format,
@@ -75,13 +72,12 @@ def test_avg_divisor_override(rng, case, divisor):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case,data_format,use_jit", ROTATED)
 @pytest.mark.parametrize("p", [1, 2, 3.5])
-@pytest.mark.parametrize("data_format", LAYOUTS)
-def test_lp_vs_reference(rng, case, p, data_format):
+def test_lp_vs_reference(rng, case, p, data_format, use_jit):
   x = np.abs(randn(rng, (2, 3) + case[0])) + 0.1
-  got = from_layout(jaxpool.lp_pool(to_layout(x, data_format), p, data_format=data_format,
-                                    **_kw(case)), data_format)
+  f = maybe_jit(jaxpool.lp_pool, use_jit, p=p, data_format=data_format, **_kw(case))
+  got = from_layout(f(to_layout(x, data_format)), data_format)
   np.testing.assert_allclose(got, ref.lp_pool(x, p, *_ref_args(case)), rtol=1e-5, atol=1e-6)
 
 
@@ -161,10 +157,9 @@ def test_infinities(rng):
 # ----------------------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case,data_format,use_jit", ROTATED)
 @pytest.mark.parametrize("op", ["max", "min"])
-@pytest.mark.parametrize("data_format", LAYOUTS)
-def test_max_min_grad_goes_to_first_extremum(rng, case, op, data_format):
+def test_max_min_grad_goes_to_first_extremum(rng, case, op, data_format, use_jit):
   x = ties(rng, (2, 2) + case[0])  # ties: the first extremum must win
   fn = getattr(jaxpool, f"{op}_pool")
   y = fn(to_layout(x, data_format), data_format=data_format, **_kw(case))
@@ -173,7 +168,8 @@ def test_max_min_grad_goes_to_first_extremum(rng, case, op, data_format):
   def loss(v):
     return jnp.sum(fn(v, data_format=data_format, **_kw(case)) * g)
 
-  got = from_layout(jax.jit(jax.grad(loss))(to_layout(x, data_format)), data_format)
+  grad = jax.jit(jax.grad(loss)) if use_jit else jax.grad(loss)
+  got = from_layout(grad(to_layout(x, data_format)), data_format)
   want = ref.max_pool_grad(x, from_layout(g, data_format), *_ref_args(case), kind=op)
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 

@@ -8,6 +8,21 @@ import numpy as np
 LAYOUTS = ("channels_last", "channels_first")
 
 
+def rotated(cases, ids):
+  """``pytest.param(case, data_format, use_jit)`` for each case: one layout and one of
+  eager/jit each, cycling through the four pairs, instead of all four per case. The
+  layout is a transpose around the same program and eager runs the same operations, so
+  every layout and mode still meets every kind of geometry (suite time)."""
+  import pytest
+
+  params = []
+  for i, (case, name) in enumerate(zip(cases, ids)):
+    layout, use_jit = LAYOUTS[i % 2], bool(i // 2 % 2)
+    params.append(pytest.param(case, layout, use_jit,
+                               id=f"{name}-{layout}-{'jit' if use_jit else 'eager'}"))
+  return params
+
+
 def to_layout(x_cf, data_format):
   """``(N, C, *S)`` -> the given layout."""
   return x_cf if data_format == "channels_first" else np.moveaxis(x_cf, 1, -1)
