@@ -4,15 +4,18 @@
 Each (batch, channel) plane draws one sample ``u`` in ``[0, 1)`` per spatial dim. With
 ``alpha = (L - k) / (o - 1)``, window ``i < o - 1`` starts at ``int((i + u) * alpha) -
 int(u * alpha)`` and the last at ``L - k``, in the input's floating dtype as PyTorch's
-kernel computes it (float32 for integer input). The starts are runtime values, so the
-windows are read as contiguous slices at a static width ``k``; each window's first
-maximum is found one axis at a time (``_extents.first_max_index``) and its value taken
-with one gather, whose derivative sends the cotangent there alone.
+kernel computes it (float32 for integer input). The starts are runtime values, but each
+lies within a few positions of a static one (``_candidates``), so one axis at a time the
+op takes every stride-1 window's max and first offset (static slices) and picks, per
+window, among those few static candidates with selects. The values are those maxima; the
+derivative goes through the first maximum's index (``_at``). All of it is elementwise
+over the batch and channels, with no per-plane program.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +23,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxpool import _geometry as geo
-from jaxpool._extents import first_max_index, take_flat
+from jaxpool._engine.views import expand
+from jaxpool._extents import take_flat
 
 
 def _sizes(fn, spatial, window, output_size, output_ratio) -> tuple[int, ...]:
@@ -77,34 +81,93 @@ def _starts(u: jax.Array, size: int, out: int, k: int) -> jax.Array:
     return last
   dtype = u.dtype
   alpha = np.array(size - k, dtype) / np.array(out - 1, dtype)
-  i = np.arange(out - 1).astype(dtype)[None]  # u is (planes,)
+  i = np.arange(out - 1).astype(dtype).reshape((1,) * u.ndim + (-1,))
   starts = (((i + u[..., None]) * alpha).astype(np.int32)
             - (u * alpha).astype(np.int32)[..., None])
   return jnp.concatenate([starts, last], axis=-1)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def _pool(x, u, lay, window, out, channels_first):
+def _candidates(size: int, out: int, k: int, dtype) -> tuple[np.ndarray, int]:
+  """Static candidate starts for the runtime windows of one dim: ``(first (out,),
+  count)``; window ``i`` starts at one of ``first[i] + t``, ``t < count``.
+
+  In exact arithmetic ``int((i + u) a) - int(u a)`` is ``floor(i a)`` or one more, for
+  any ``u``; rounding in ``dtype`` moves each ``int()`` by at most ``ceil(4 L eps)``
+  (the three roundings of ``(i + u) * a`` and the two of ``u * a`` each err by at most
+  ``L eps``), so ``floor(i a) - dev ... floor(i a) + 1 + dev`` holds every start,
+  clipped to the input. ``floor(i a)`` is integer arithmetic, exact.
+  """
+  dev = math.ceil(4 * size * float(jnp.finfo(dtype).eps))
+  count = min(size - k + 1, 2 * dev + 2)
+  base = np.array([i * (size - k) // (out - 1) for i in range(out - 1)] + [size - k])
+  return np.clip(base - dev, 0, size - k + 1 - count).astype(np.int32), count
+
+
+def _select(options: list[jax.Array], which: jax.Array) -> jax.Array:
+  """``options[which]`` elementwise, as a chain of selects."""
+  chosen = options[-1]
+  for t in range(len(options) - 2, -1, -1):
+    chosen = jnp.where(which == t, options[t], chosen)
+  return chosen
+
+
+@jax.custom_jvp
+def _at(x: jax.Array, index: jax.Array, values: jax.Array) -> jax.Array:
+  """``values`` (each window's maximum, computed without derivative) with the
+  derivative of ``x`` at ``index``: the tangent is a gather, whose transpose is a
+  scatter-add, so the cotangent goes to each window's first maximum alone."""
+  del x, index
+  return values
+
+
+@_at.defjvp
+def _at_jvp(primals, tangents):
+  x, index, values = primals
+  # the primal through _at again, so that higher orders see the same rule
+  return _at(x, index, values), take_flat(tangents[0], index)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _pool(x, u, window, out, channels_first):
   d = len(window)
-  if not channels_first:
-    x = jnp.moveaxis(x, -1, -d - 1)  # (*batch, C, *spatial)
-  lead, spatial = x.shape[:-d], x.shape[-d:]
-  planes = x.reshape((-1,) + spatial + (1,))
-  u = u.reshape(-1, d)
+  if channels_first:
+    x = jnp.moveaxis(x, -d - 1, -1)  # (*batch, *spatial, C)
+  lead, spatial, c = x.shape[:-d - 1], x.shape[-d - 1:-1], x.shape[-1]
+  x = x.reshape((-1,) + spatial + (c,))
+  u = u.reshape(-1, c, d)
   # PyTorch: in 2-D samples[..., 0] drives the width; otherwise entry k drives dim k
   which = (1, 0) if d == 2 else tuple(range(d))
-  starts = [_starts(u[:, which[k]], spatial[k], out[k], window[k]) for k in range(d)]
-  valid = [np.ones((o, k), bool) for o, k in zip(out, window)]
-
-  def one(plane, *begins):
-    return first_max_index(plane, [(b, v) for b, v in zip(begins, valid)])
-
-  idx = jax.vmap(one)(jax.lax.stop_gradient(planes), *starts)
-  y = take_flat(planes, idx)
-  y, idx = (a.reshape(lead + out) for a in (y, idx))
-  if not channels_first:
-    y, idx = (jnp.moveaxis(a, -d - 1, -1) for a in (y, idx))
-  return y, idx
+  strides = geo.row_major_strides(spatial)
+  values, index = jax.lax.stop_gradient(x), None
+  for k in reversed(range(d)):  # the last axis first: the row-major first maximum
+    ax, w, size = 1 + k, window[k], spatial[k]
+    # every stride-1 window of this axis: its max and the first offset holding it
+    shifted = [jax.lax.slice_in_dim(values, j, size - w + 1 + j, axis=ax) for j in range(w)]
+    peak = functools.reduce(jax.lax.max, shifted)
+    first = jnp.full(peak.shape, w - 1, np.int32)
+    for j in range(w - 2, -1, -1):
+      hit = shifted[j] == peak
+      if jnp.issubdtype(peak.dtype, jnp.floating):  # a NaN max is the first NaN
+        hit = hit | (jnp.isnan(shifted[j]) & jnp.isnan(peak))
+      first = jnp.where(hit, j, first)
+    at = first * strides[k]
+    if index is not None:  # plus the chosen row's own index
+      at = at + _select([jax.lax.slice_in_dim(index, j, size - w + 1 + j, axis=ax)
+                         for j in range(w)], first)
+    # each window's runtime start, one of a few static candidates
+    lo, count = _candidates(size, out[k], w, u.dtype)
+    delta = jnp.clip(_starts(u[..., which[k]], size, out[k], w) - lo[None, None], 0, count - 1)
+    delta = jnp.moveaxis(delta, 1, -1).reshape(  # (B, C, o) -> on axis ax, C last
+        (delta.shape[0],) + (1,) * k + (out[k],) + (1,) * (d - 1 - k) + (c,))
+    values = _select([jnp.take(peak, lo + t, axis=ax) for t in range(count)], delta)
+    begin = expand(lo, values.ndim, ax, 1) + delta
+    index = begin * strides[k] + _select([jnp.take(at, lo + t, axis=ax)
+                                          for t in range(count)], delta)
+  y = _at(x, index, values)
+  y, index = (a.reshape(lead + a.shape[1:]) for a in (y, index))
+  if channels_first:
+    y, index = (jnp.moveaxis(a, -1, -d - 1) for a in (y, index))
+  return y, index
 
 
 def fractional_max_pool_with_indices(x: ArrayLike, window_shape, output_size=None, *,
@@ -142,9 +205,10 @@ def fractional_max_pool_with_indices(x: ArrayLike, window_shape, output_size=Non
     the wrong shape; a spatial volume too large for int32.
     TypeError: bad ``window_shape``, ``output_ratio``, dtype or samples dtype.
 
-  Lowering: the runtime windows as contiguous slices of static width, each window's
-  first maximum one axis at a time (max, then min over matching offsets), its value by
-  one gather; on every backend.
+  Lowering: one axis at a time, every stride-1 window's max and first offset (static
+  slices), then per window a select among the few static starts its runtime start can
+  take; the derivative is a gather at the first maximum (a scatter-add in reverse
+  mode). On every backend.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -192,4 +256,4 @@ def _fractional(fn, x, window_shape, output_size, output_ratio, key, samples, da
   dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else np.dtype(np.float32)
   u = _samples(fn, key, samples, batch + (x.shape[lay.channel_axis], len(window)), dtype)
   with jax.named_scope(fn):
-    return _pool(x, u, lay, window, out, lay.channel_axis < lay.spatial_axes[0])
+    return _pool(x, u, window, out, lay.channel_axis < lay.spatial_axes[0])

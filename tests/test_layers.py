@@ -159,6 +159,31 @@ def test_fractional_matches_reference(rng, spatial, window, out, data_format):
   np.testing.assert_array_equal(from_layout(i, data_format), want_i)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_fractional_starts_stay_within_the_static_candidates(rng, dtype):
+  """The lowering picks each runtime start among a few static candidates; every start
+  PyTorch's arithmetic gives in ``dtype`` must be one of them (else a window would
+  silently shift)."""
+  from jaxpool._fractional import _candidates, _starts
+
+  u = np.concatenate([rng.random(20000), [0.0, 0.5, 1 - 2.0**-24, 1 - 2.0**-8]])
+  for size, out, k in [(56, 28, 2), (97, 13, 5), (300, 299, 2), (1000, 700, 3), (9, 4, 2)]:
+    starts = np.asarray(_starts(jnp.asarray(u, dtype), size, out, k))
+    first, count = _candidates(size, out, k, dtype)
+    assert (starts >= first).all() and (starts < first + count).all(), (size, out, k)
+
+
+def test_fractional_long_axis_with_nan(rng):
+  x = rng.standard_normal((2, 3, 200)).astype(np.float32)
+  x[rng.random(x.shape) < 0.05] = np.nan
+  u = rng.random((2, 3, 1)).astype(np.float32)
+  v, i = jaxpool.fractional_max_pool_with_indices(x, (3,), (150,), samples=u,
+                                                  data_format="channels_first")
+  want_v, want_i = reference.fractional_max_pool_with_indices(x, (3,), (150,), u)
+  np.testing.assert_array_equal(v, want_v)
+  np.testing.assert_array_equal(i, want_i)
+
+
 def test_fractional_key_ratio_and_one_compile(rng):
   x = rng.standard_normal((2, 10, 9, 3)).astype(np.float32)
 

@@ -376,3 +376,20 @@ def test_whole_axis_averages_lower_to_one_reduction(shape):
   assert want.count("reduce") == 1 and "reduce-window" not in want
   assert _compiled_ops(lambda v: jaxpool.adaptive_avg_pool(v, (1,) * d), x) == want
   assert _compiled_ops(lambda v: jaxpool.avg_pool(v, shape[1:-1]), x) == want
+
+
+@pytest.mark.parametrize("shape", [(4, 7, 7, 16), (2, 4, 3, 5, 8)])
+def test_small_whole_axis_max_lowers_to_one_reduction(shape):
+  """Non-overlapping max windows of at most ``BLOCKS_MAX`` elements (here whole axes:
+  ``global_max_pool``, ``adaptive_max_pool(x, (1,) * d)``, ``max_pool`` over each axis)
+  compile to one reduce on CPU, no reduce-window; larger ones keep one reduce-window
+  per axis (measured faster with few channels)."""
+  x = jnp.ones(shape)
+  d = len(shape) - 2
+  want = _compiled_ops(lambda v: jaxpool.global_max_pool(v, d, keepdims=True), x)
+  assert want.count("reduce") == 1 and "reduce-window" not in want
+  assert _compiled_ops(lambda v: jaxpool.adaptive_max_pool(v, (1,) * d), x) == want
+  assert _compiled_ops(lambda v: jaxpool.max_pool(v, shape[1:-1]), x) == want
+  large = (1, planner.BLOCKS_MAX + 1, 2)
+  assert "reduce-window" in _compiled_ops(lambda v: jaxpool.max_pool(v, large[1:-1]),
+                                          jnp.ones(large))

@@ -1,0 +1,75 @@
+"""Non-overlapping max windows on XLA:CPU: the planned values form (``blocks``, a reshape
+and one reduce, for windows up to ``BLOCKS_MAX`` elements) against one ``reduce_window``
+per axis (the form max/min had before), forward, in one process, interleaved, medians
+of batches.
+
+    python -m benchmarks.blocked [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+
+import jaxpool
+from jaxpool._engine import plan as planner
+
+CASES = {
+    "global_max (32, 7, 7, 2048)": ((32, 7, 7, 2048), lambda x: jaxpool.global_max_pool(x, 2)),
+    "adaptive_max 56->7 (16, 56, 56, 64)": (
+        (16, 56, 56, 64), lambda x: jaxpool.adaptive_max_pool(x, (7, 7))),
+    "max 10x10 (8, 60, 60, 512)": ((8, 60, 60, 512), lambda x: jaxpool.max_pool(x, (10, 10))),
+    "max 28x28 (64, 28, 28, 128)": ((64, 28, 28, 128), lambda x: jaxpool.max_pool(x, (28, 28))),
+    "global_max (32, 14, 14, 2048)": (
+        (32, 14, 14, 2048), lambda x: jaxpool.global_max_pool(x, 2)),
+    "max 16x16 (16, 64, 64, 64)": ((16, 64, 64, 64), lambda x: jaxpool.max_pool(x, (16, 16))),
+    "max 4x4/4 (16, 56, 56, 64)": ((16, 56, 56, 64), lambda x: jaxpool.max_pool(x, (4, 4))),
+    "catavgmax 1x1 (32, 7, 7, 2048)": (
+        (32, 7, 7, 2048), lambda x: jaxpool.adaptive_catavgmax_pool(x, (1, 1))),
+}
+
+
+def _compiled(f, x, axes_for_max: bool):
+  """``f`` jitted and compiled with the planner as it is, or with max/min's blocked
+  windows sent to one ``reduce_window`` per axis (``"axes"``)."""
+  original = planner.values_form
+
+  def axes(taps, kind):
+    form = original(taps, kind)
+    return "axes" if form == "blocks" and kind != "sum" else form
+
+  planner.values_form = axes if axes_for_max else original
+  try:
+    jax.clear_caches()
+    return jax.jit(f).lower(x).compile()
+  finally:
+    planner.values_form = original
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--rounds", type=int, default=15)
+  args = parser.parse_args(argv)
+  print(f"backend: {jax.default_backend()}")
+  print("| case | planned ms | reduce_window per axis ms | planned/per axis |\n"
+        "| --- | ---: | ---: | ---: |")
+  for name, (shape, f) in CASES.items():
+    x = jax.random.normal(jax.random.key(0), shape)
+    runs = {"planned": _compiled(f, x, False), "axes": _compiled(f, x, True)}
+    times = {k: [] for k in runs}
+    for _ in range(args.rounds):
+      for k, run in runs.items():
+        run(x).block_until_ready()
+        start = time.perf_counter()
+        for _ in range(5):
+          run(x).block_until_ready()
+        times[k].append((time.perf_counter() - start) / 5 * 1e3)
+    b, a = (float(np.median(times[k])) for k in ("planned", "axes"))
+    print(f"| {name} | {b:.3f} | {a:.3f} | {b / a:.2f}x |")
+
+
+if __name__ == "__main__":
+  main()
