@@ -42,23 +42,50 @@ def _sizes(fn: str, x, kernel_size, strides):
 
 
 def _blur(x: jax.Array, axes: tuple[int, ...], kernel, strides) -> jax.Array:
-  """Every tap of the product kernel as one strided slice of the zero-padded input,
-  weighted and summed: one fused loop that writes only the output (measured faster on
-  XLA:CPU than one axis at a time, which writes an intermediate)."""
+  """The blur as a sum over the product kernel's taps, in stride phases.
+
+  Each strided axis of length ``L`` is zero-padded at the end to ``s * o`` (``o =
+  ceil(L / s)``) and reshaped into ``(o, s)``: output ``i`` reads ``s * i + e`` for tap
+  offset ``e = j - pad_lo = s * q + r``, which is phase ``r`` of the reshaped axis,
+  shifted by ``q`` blocks (a pad with zeros, cropped back to ``o``). Every term is then a
+  static index and a small shift of the input, weighted and summed in one fused loop
+  that writes only the output: measured faster on XLA:CPU than strided slices of a
+  padded input, and than one axis at a time (which writes an intermediate).
+  """
   acc = geo.accum_dtype(x.dtype)
-  pads = [(0, 0, 0)] * x.ndim
-  for axis, k in zip(axes, kernel):
-    pads[axis] = ((k - 1) // 2, k // 2, 0)
-  padded = lax.pad(x.astype(acc), np.zeros((), acc), pads)
+  zero = np.zeros((), acc)
   outs = [-(-x.shape[a] // s) for a, s in zip(axes, strides)]
+  ends = [(0, 0, 0)] * x.ndim
+  for a, s, o in zip(axes, strides, outs):
+    ends[a] = (0, s * o - x.shape[a], 0)
+  v = x.astype(acc)
+  if any(hi for _, hi, _ in ends):
+    v = lax.pad(v, zero, ends)
+  shape, phase_axis, out_axis = [], {}, {}
+  for a, n in enumerate(v.shape):
+    if a in axes:
+      s = strides[axes.index(a)]
+      out_axis[a], phase_axis[a] = len(shape) - len(phase_axis), len(shape) + 1
+      shape += [n // s, s]
+    else:
+      shape.append(n)
+  v = v.reshape(shape)
   weights = [binomial(k) for k in kernel]
   total = None
   for taps in itertools.product(*[range(k) for k in kernel]):
-    start, limit, step = [0] * x.ndim, list(padded.shape), [1] * x.ndim
-    for axis, j, o, s in zip(axes, taps, outs, strides):
-      start[axis], limit[axis], step[axis] = j, j + (o - 1) * s + 1, s
+    index, shifts = [slice(None)] * v.ndim, [(0, 0, 0)] * x.ndim
+    blocks = []
+    for a, k, s, j in zip(axes, kernel, strides, taps):
+      q, r = divmod(j - (k - 1) // 2, s)
+      index[phase_axis[a]], shifts[out_axis[a]] = r, (-q, q, 0)
+      blocks.append(abs(q))
+    if any(b >= o for b, o in zip(blocks, outs)):
+      continue  # the tap reads only padding
+    term = v[tuple(index)]
+    if any(lo for lo, _, _ in shifts):
+      term = lax.pad(term, zero, shifts)
     w = math.prod(wk[j] for wk, j in zip(weights, taps))
-    term = lax.slice(padded, start, limit, step) * np.array(w, acc)
+    term = term * np.array(w, acc)
     total = term if total is None else total + term
   return total.astype(x.dtype)
 
@@ -90,7 +117,8 @@ def blur_pool(x: ArrayLike, kernel_size, strides=2, *,
     TypeError: integer or bool input (as kornia), bad ``kernel_size`` or ``strides``.
     ValueError: entries below 1, or a rank too small for ``d`` spatial dims.
 
-  Lowering: one strided slice of the zero-padded input per kernel tap, weighted and
+  Lowering: one stride phase of the input per kernel tap (a reshape, a static index
+  and a shift by whole blocks), weighted and
   summed in one fused loop (kornia's depthwise convolution, written out), on every
   backend.
 

@@ -233,3 +233,22 @@ def test_fractional_modules_take_randomness_the_flax_way(rng):
       x, (2, 2), (4, 4), samples=u))
   with pytest.raises(ValueError, match="no randomness"):
     N.FractionalMaxPool((2, 2), (4, 4))(x)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_live_half_precision_fractional_windows_are_pytorchs(rng, dtype):
+  """PyTorch computes the window starts in the input's dtype; so does jaxpool, and the
+  same half-precision samples give the same windows (indices), on long axes too."""
+  torch = pytest.importorskip("torch")
+  import torch.nn.functional as TF
+
+  for h, w, oh, ow in [(23, 97, 9, 40), (120, 64, 50, 7), (41, 41, 20, 20)]:
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    u = rng.random((2, 3, 2)).astype(np.float32)
+    xt, ut = (torch.from_numpy(a).to(getattr(torch, dtype)) for a in (x, u))
+    _, want = TF.fractional_max_pool2d(xt, 2, output_size=(oh, ow), return_indices=True,
+                                       _random_samples=ut)
+    _, got = jaxpool.fractional_max_pool_with_indices(
+        jnp.asarray(xt.float().numpy(), dtype), (2, 2), (oh, ow),
+        samples=jnp.asarray(ut.float().numpy(), dtype), data_format="channels_first")
+    np.testing.assert_array_equal(got, want.numpy())
