@@ -1,7 +1,8 @@
 """Non-overlapping max windows on XLA:CPU: the planned values form (``blocks``, a reshape
 and one reduce, for windows up to ``BLOCKS_MAX`` elements) against one ``reduce_window``
 per axis (the form max/min had before), forward, in one process, interleaved, medians
-of batches.
+of batches; and avg+max at (1, 1) as planned (two reductions) against one variadic
+reduce (a single read of the input).
 
     python -m benchmarks.blocked [--rounds 15]
 """
@@ -49,6 +50,35 @@ def _compiled(f, x, axes_for_max: bool):
     planner.values_form = original
 
 
+def _one_pass(x):
+  """timm's catavgmax at (1, 1) as one variadic reduce: sum and max in one read."""
+  zero, low = np.zeros((), x.dtype), np.array(-np.inf, x.dtype)
+  total, peak = jax.lax.reduce((x, x), (zero, low),
+                               lambda a, b: (a[0] + b[0], jax.lax.max(a[1], b[1])), (1, 2))
+  n = np.array(x.shape[1] * x.shape[2], x.dtype)
+  return jax.numpy.concatenate([total / n, peak], -1)[:, None, None, :]
+
+
+def one_pass_table(rounds: int) -> None:
+  """avg+max at (1, 1): the planned two reductions against one variadic reduce."""
+  x = jax.random.normal(jax.random.key(0), (32, 7, 7, 2048))
+  runs = {"planned": jax.jit(lambda v: jaxpool.adaptive_catavgmax_pool(v, (1, 1))),
+          "one variadic reduce": jax.jit(_one_pass)}
+  np.testing.assert_allclose(runs["planned"](x), runs["one variadic reduce"](x), rtol=1e-5,
+                             atol=1e-6)
+  times = {k: [] for k in runs}
+  for _ in range(rounds):
+    for k, run in runs.items():
+      run(x).block_until_ready()
+      start = time.perf_counter()
+      for _ in range(5):
+        run(x).block_until_ready()
+      times[k].append((time.perf_counter() - start) / 5 * 1e3)
+  print("\n| catavgmax 1x1 (32, 7, 7, 2048) | ms |\n| --- | ---: |")
+  for k, t in times.items():
+    print(f"| {k} | {float(np.median(t)):.3f} |")
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=15)
@@ -69,6 +99,7 @@ def main(argv=None):
         times[k].append((time.perf_counter() - start) / 5 * 1e3)
     b, a = (float(np.median(times[k])) for k in ("planned", "axes"))
     print(f"| {name} | {b:.3f} | {a:.3f} | {b / a:.2f}x |")
+  one_pass_table(args.rounds)
 
 
 if __name__ == "__main__":
