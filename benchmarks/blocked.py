@@ -1,8 +1,8 @@
 """Non-overlapping max windows on XLA:CPU: the planned values form (``blocks``, a reshape
-and one reduce, for windows up to ``BLOCKS_MAX`` elements) against one ``reduce_window``
-per axis (the form max/min had before), forward, in one process, interleaved, medians
-of batches; and avg+max at (1, 1) as planned (two reductions) against one variadic
-reduce (a single read of the input).
+and one reduce, for windows up to ``BLOCKS_MAX`` elements or over 3+ axes) against one
+``reduce_window`` per axis (the form max/min had before), forward, in one process,
+interleaved, medians of batches; and avg+max at (1, 1) as planned (two reductions)
+against one variadic reduce (a single read of the input).
 
     python -m benchmarks.blocked [--rounds 15]
 """
@@ -26,6 +26,8 @@ CASES = {
     "max 28x28 (64, 28, 28, 128)": ((64, 28, 28, 128), lambda x: jaxpool.max_pool(x, (28, 28))),
     "global_max (32, 14, 14, 2048)": (
         (32, 14, 14, 2048), lambda x: jaxpool.global_max_pool(x, 2)),
+    "global_max 3-D (4, 16, 28, 28, 32)": (
+        (4, 16, 28, 28, 32), lambda x: jaxpool.global_max_pool(x, 3)),
     "max 16x16 (16, 64, 64, 64)": ((16, 64, 64, 64), lambda x: jaxpool.max_pool(x, (16, 16))),
     "max 4x4/4 (16, 56, 56, 64)": ((16, 56, 56, 64), lambda x: jaxpool.max_pool(x, (4, 4))),
     "catavgmax 1x1 (32, 7, 7, 2048)": (

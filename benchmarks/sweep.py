@@ -64,7 +64,7 @@ WINDOWED = {
     "8x8/8 large blocks": Geometry((8, 8)),
     "whole axis 56x56": Geometry((56, 56)),
     "3x3/2 ceil overhang": Geometry((3, 3), 2, 0, ceil_mode=True, shape=(8, 57, 57, 64)),
-    "3x3/1 dilation 2": Geometry((3, 3), 1, 2, dilation=2),
+    "3x3/1 p1 dilation 2": Geometry((3, 3), 1, 1, dilation=2),
     "1-D 3/2 p1": Geometry((3,), 2, 1, shape=SHAPE1),
     "3-D 2x2x2/2": Geometry((2, 2, 2), shape=SHAPE3),
     "bf16 3x3/2 p1": Geometry((3, 3), 2, 1, dtype="bfloat16"),
@@ -113,8 +113,6 @@ def _flax_pool(kind: str, g: Geometry) -> Callable | None:
   pad = tuple((g.padding, g.padding) for _ in g.window)
   if kind == "max":
     return lambda x: nn.max_pool(x, g.window, strides, pad)
-  if kind == "min":
-    return lambda x: nn.min_pool(x, g.window, strides, pad)
   if kind == "avg_pad":
     return lambda x: nn.avg_pool(x, g.window, strides, pad, count_include_pad=True)
   return None
@@ -168,7 +166,7 @@ def windowed_cells() -> list[Cell]:
         continue  # max_unpool takes no dilation; an overhang window has no inverse size
       if op == "lp" and g.window == (56, 56):
         continue  # a 3136-element power sum: covered by the large-block class
-      kind = {"max": "max", "min": "min", "avg_pad": "avg_pad"}.get(op)
+      kind = {"max": "max", "avg_pad": "avg_pad"}.get(op)  # Flax has no min_pool
       cells.append(Cell(op, cls, g, jfn, tfn or None, _flax_pool(kind, g) if kind else None))
   return cells
 
@@ -249,7 +247,7 @@ def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int) -> di
     except (RuntimeError, ValueError, TypeError) as e:
       print(f"  torch refuses {cell.op} {cell.cls}: {str(e).splitlines()[0][:80]}")
     else:
-      tg = torch.from_numpy(np.asarray(gy, np.float32)).to(tdtype)
+      tg = torch.from_numpy(np.array(gy, np.float32)).to(tdtype)
       tg = tg.reshape(ty.shape) if tg.numel() == ty.numel() else None
       if not backward or tg is not None:
         runs["torch"] = _torch_callable(torch, cell.torch, backward)
@@ -352,6 +350,10 @@ def main(argv=None) -> list[dict]:
     for backward in (False, True):
       rows.append(measure(cell, backward, rng, args.min_time, args.rounds))
       jax.clear_caches()
+      r = rows[-1]
+      print(f"  {r['op']:12s} {r['class']:26s} {r['pass']:8s} "
+            f"{r.get('vs_torch', float('nan')):6.2f}x  ({time.perf_counter() - start:.0f} s)",
+            flush=True)
   print(f"{len(rows)} cells in {time.perf_counter() - start:.0f} s on {jax.default_backend()}\n")
   print(summary(rows))
   worst = sorted((r for r in rows if "vs_torch" in r), key=lambda r: -r["vs_torch"])[:10]

@@ -35,7 +35,7 @@ JOINT_MAX = 32     # window elements matched all offsets at once; larger: one ax
 TILED_MAX = 128    # slices per tiled program (tiles x window elements): bounds compile time
 SEPARABLE_MAX = 5  # per-axis window of unpadded stride-1 windows served by separable slices
 UNROLL_MAX = 16    # per-axis window unrolled into slices inside a chain; larger: a gather
-BLOCKS_MAX = 100   # max/min window elements reduced as blocks (sums: any size)
+BLOCKS_MAX = 100   # 2-D max/min window elements reduced as blocks (sums, 3+ axes: any)
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
 CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
 INT32_MAX = 2**31  # flat scatter positions must fit int32
@@ -169,9 +169,9 @@ def values_form(taps: Sequence[AxisTaps], kind: str) -> str:
   padded read branches per element there); unpadded stride-1 windows up to
   ``SEPARABLE_MAX`` as separable slices; larger non-overlapping windows (adaptive bins
   that divide evenly, whole-axis windows) as a reshape and one reduce (XLA:CPU's
-  ``reduce_window`` is slow there), for max/min only up to ``BLOCKS_MAX`` elements
-  (beyond it the faster form depends on the channel count, which the planner does not
-  see); the rest one ``reduce_window`` per axis.
+  ``reduce_window`` is slow there), for max/min over one or two axes only up to
+  ``BLOCKS_MAX`` elements (beyond it the faster form depends on the channel count, which
+  the planner does not see); the rest one ``reduce_window`` per axis.
   """
   size = math.prod(t.window for t in taps)
   small = size <= SMALL or (size <= JOINT_MAX and any(t.stride > 1 for t in taps))
@@ -179,7 +179,7 @@ def values_form(taps: Sequence[AxisTaps], kind: str) -> str:
     return "tiles"
   if all(t.window <= SEPARABLE_MAX and t.stride == 1 and unpadded(t) for t in taps):
     return "separable"
-  if blocked(taps) and (kind == "sum" or size <= BLOCKS_MAX):
+  if blocked(taps) and (kind == "sum" or size <= BLOCKS_MAX or len(taps) >= 3):
     return "blocks"
   return "axes"
 
