@@ -52,6 +52,20 @@ def _compiled(f, x, axes_for_max: bool):
     planner.values_form = original
 
 
+def _medians(runs: dict, x, rounds: int) -> dict[str, float]:
+  """Median ms per call of each compiled run: blocks of 5 calls after one untimed call,
+  the runs taking turns ``rounds`` times."""
+  times = {k: [] for k in runs}
+  for _ in range(rounds):
+    for k, run in runs.items():
+      run(x).block_until_ready()
+      start = time.perf_counter()
+      for _ in range(5):
+        run(x).block_until_ready()
+      times[k].append((time.perf_counter() - start) / 5 * 1e3)
+  return {k: float(np.median(t)) for k, t in times.items()}
+
+
 def _one_pass(x):
   """timm's catavgmax at (1, 1) as one variadic reduce: sum and max in one read."""
   zero, low = np.zeros((), x.dtype), np.array(-np.inf, x.dtype)
@@ -68,17 +82,9 @@ def one_pass_table(rounds: int) -> None:
           "one variadic reduce": jax.jit(_one_pass)}
   np.testing.assert_allclose(runs["planned"](x), runs["one variadic reduce"](x), rtol=1e-5,
                              atol=1e-6)
-  times = {k: [] for k in runs}
-  for _ in range(rounds):
-    for k, run in runs.items():
-      run(x).block_until_ready()
-      start = time.perf_counter()
-      for _ in range(5):
-        run(x).block_until_ready()
-      times[k].append((time.perf_counter() - start) / 5 * 1e3)
   print("\n| catavgmax 1x1 (32, 7, 7, 2048) | ms |\n| --- | ---: |")
-  for k, t in times.items():
-    print(f"| {k} | {float(np.median(t)):.3f} |")
+  for k, ms in _medians(runs, x, rounds).items():
+    print(f"| {k} | {ms:.3f} |")
 
 
 def main(argv=None):
@@ -91,15 +97,8 @@ def main(argv=None):
   for name, (shape, f) in CASES.items():
     x = jax.random.normal(jax.random.key(0), shape)
     runs = {"planned": _compiled(f, x, False), "axes": _compiled(f, x, True)}
-    times = {k: [] for k in runs}
-    for _ in range(args.rounds):
-      for k, run in runs.items():
-        run(x).block_until_ready()
-        start = time.perf_counter()
-        for _ in range(5):
-          run(x).block_until_ready()
-        times[k].append((time.perf_counter() - start) / 5 * 1e3)
-    b, a = (float(np.median(times[k])) for k in ("planned", "axes"))
+    ms = _medians(runs, x, args.rounds)
+    b, a = ms["planned"], ms["axes"]
     print(f"| {name} | {b:.3f} | {a:.3f} | {b / a:.2f}x |")
   one_pass_table(args.rounds)
 

@@ -327,11 +327,7 @@ def from_torch(module: Any, *, data_format: str = "channels_last",
   and is ignored otherwise. torch is imported here only.
 
   Raises:
-    TypeError: ``module`` is not one of the torch pooling classes (exactly).
-    ValueError: a ``FractionalMaxPool`` holds fixed ``_random_samples`` (pass them as
-      ``samples`` at call time); an ``LPPool`` has ``ceil_mode=True`` (PyTorch rescales a
-      partial window's sum there and jaxpool deliberately does not, so the port could
-      differ silently); ``data_format`` is not a layout name.
+    TypeError, ValueError: as :func:`jaxpool.linen.from_torch`.
 
   Example:
     >>> import torch, jax.numpy as jnp
