@@ -2,7 +2,8 @@
 and one reduce, for windows up to ``BLOCKS_MAX`` elements or over 3+ axes) against one
 ``reduce_window`` per axis (the form max/min had before), forward, in one process,
 interleaved, medians of batches; and avg+max at (1, 1) as planned (two reductions)
-against one variadic reduce (a single read of the input).
+against one variadic reduce (a single read of the input); and non-overlapping max with
+indices, planned against one variadic reduce at every window size.
 
     python -m benchmarks.blocked [--rounds 15]
 """
@@ -87,6 +88,28 @@ def one_pass_table(rounds: int) -> None:
     print(f"| {k} | {ms:.3f} |")
 
 
+def indices_table(rounds: int) -> None:
+  """Non-overlapping max with indices: the planned form (``block_match`` above
+  ``BLOCK_ARGMAX_MAX`` elements) against one variadic reduce (``block``) at every size."""
+  print("\n| max_pool_with_indices | planned ms | one variadic reduce ms | planned/variadic |\n"
+        "| --- | ---: | ---: | ---: |")
+  for shape, window in (((8, 56, 56, 64), (2, 2)), ((8, 57, 57, 64), (3, 3)),
+                        ((8, 56, 56, 64), (4, 4))):
+    x = jax.random.normal(jax.random.key(0), shape)
+    runs = {}
+    for name, limit in (("planned", planner.BLOCK_ARGMAX_MAX), ("variadic", 10**9)):
+      original, planner.BLOCK_ARGMAX_MAX = planner.BLOCK_ARGMAX_MAX, limit
+      try:
+        jax.clear_caches()
+        runs[name] = jax.jit(lambda v, w=window: jaxpool.max_pool_with_indices(v, w)[1]
+                             ).lower(x).compile()
+      finally:
+        planner.BLOCK_ARGMAX_MAX = original
+    ms = _medians(runs, x, rounds)
+    print(f"| {window} on {shape} | {ms['planned']:.3f} | {ms['variadic']:.3f} | "
+          f"{ms['planned'] / ms['variadic']:.2f}x |")
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--rounds", type=int, default=15)
@@ -101,6 +124,7 @@ def main(argv=None):
     b, a = ms["planned"], ms["axes"]
     print(f"| {name} | {b:.3f} | {a:.3f} | {b / a:.2f}x |")
   one_pass_table(args.rounds)
+  indices_table(args.rounds)
 
 
 if __name__ == "__main__":

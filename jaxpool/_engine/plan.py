@@ -35,6 +35,7 @@ JOINT_MAX = 32     # window elements matched all offsets at once; larger: one ax
 TILED_MAX = 128    # slices per tiled program (tiles x window elements): bounds compile time
 SEPARABLE_MAX = 5  # per-axis window of unpadded stride-1 windows served by separable slices
 UNROLL_MAX = 16    # per-axis window unrolled into slices inside a chain; larger: a gather
+BLOCK_ARGMAX_MAX = 4  # blocked window elements whose indices come from one variadic reduce
 BLOCKS_MAX = 100   # 2-D max/min window elements reduced as blocks (sums, 3+ axes: any)
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
 CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
@@ -45,7 +46,7 @@ VALUES = ("tiles", "separable", "axes", "window", "blocks")
 RESIDUALS = ("match_blocks", "match_stacked", "match_slices", "first_max", "first_max_tiled",
              "input")
 BACKWARDS = ("jax", "block", "planes", "scatter", "chain", "chain_scatter")
-INDICES = ("block", "first_max", "first_max_tiled", "chain")
+INDICES = ("block", "block_match", "first_max", "first_max_tiled", "chain")
 UNPOOLS = ("scatter", "check_select", "select")
 ADDRESSES = ("flat", "iota", "batched")
 OPS = ("max", "min", "sum", "indices", "unpool")
@@ -72,6 +73,8 @@ class Plan:
       indices), ``"chain"`` / ``"chain_scatter"`` (one axis at a time, or the chain's
       flat indices and a scatter-add).
     indices: max indices: ``"block"`` (one variadic reduce with the values),
+      ``"block_match"`` (non-overlapping windows: the values, then the least relative
+      index among the positions that match them, one min reduce),
       ``"first_max"`` / ``"first_max_tiled"`` (compare chain) or ``"chain"``.
     unpool: ``"scatter"``, ``"check_select"`` (a check that every index lies in its
       window, then a compare-and-select instead of the scatter) or ``"select"``.
@@ -278,7 +281,9 @@ def _cpu_plan(op, taps, dtype, target, size) -> Plan:
   if op != "indices":
     return select
   if joint(taps) and blocked(taps) and all(map(unpadded, taps)):
-    return Plan(upcast=upcast, indices="block")
+    if math.prod(t.window for t in taps) <= BLOCK_ARGMAX_MAX:
+      return Plan(upcast=upcast, indices="block")
+    return dataclasses.replace(select, indices="block_match")
   if not joint(taps):
     indices = "chain"
   elif not blocked(taps) and tile_count(taps) > 1 and tiles_fit(taps):
@@ -409,6 +414,9 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return f"backward={p.backward!r} needs an address form"
   if p.indices in ("block", "first_max", "first_max_tiled") and not joint(taps):
     return f"indices={p.indices!r} needs regular windows of at most {JOINT_MAX} elements"
+  if p.indices == "block_match" and (p.backward is None or not (
+      regular and blocked(taps) and all(map(unpadded, taps)))):
+    return "indices='block_match' needs non-overlapping unpadded windows and a values plan"
   if p.indices == "block" and not (blocked(taps) and all(map(unpadded, taps))):
     return "indices='block' needs unpadded non-overlapping windows"
   if p.unpool in ("check_select", "select") and not blocked(taps):

@@ -23,6 +23,7 @@ from jaxpool._engine.dispatch import on_backends
 from jaxpool._engine.plan import Plan
 from jaxpool._engine.select import (
   block_back,
+  block_first_index,
   chain_back,
   chain_flat_index,
   flat_index,
@@ -143,6 +144,9 @@ def _with_indices(x, axes, taps, spatial, p: Plan):
   xs = lax.stop_gradient(x)
   if p.indices == "chain":
     return values, chain_flat_index(xs, axes, taps, "max", values.shape)
+  if p.indices == "block_match":
+    w = Windows(x.ndim, axes, taps)
+    return values, block_first_index(xs, w, lax.stop_gradient(values), spatial)
   off = offsets(xs, None, axes, taps, "max", p.indices)
   idx = flat_index(Windows(x.ndim, axes, taps), off, spatial)
   return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)

@@ -244,6 +244,16 @@ def scatter_add_at(g, idx, axes, taps, address: str) -> jax.Array:
   return out.reshape(input_shape(g.shape, axes, taps))
 
 
+def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
+  """int32 flat spatial index of each non-overlapping, unpadded window's first maximum
+  ``y``: the least relative index among the window's positions that match it (the
+  first NaN when ``y`` is NaN), on the blocked view: a compare and one min reduce."""
+  xb = w.blocks(x, identity("max", x.dtype))
+  rel = w.block_iota(np.asarray(w.deltas(spatial), np.int32))
+  first = jnp.where(_matches(xb, w.expand(y)), rel, np.int32(np.iinfo(np.int32).max))
+  return (first.min(axis=w.window_axes) + w.origins(spatial)).astype(jnp.int32)
+
+
 def chain_flat_index(x, axes, taps, kind: str, out_shape) -> jax.Array:
   """int32 flat spatial index of each window's first max (min), by :func:`select_chain`."""
   spatial = tuple(t.size for t in taps)
