@@ -393,3 +393,16 @@ def test_small_whole_axis_max_lowers_to_one_reduction(shape):
   large = (1, planner.BLOCKS_MAX + 1, 2)
   assert "reduce-window" in _compiled_ops(lambda v: jaxpool.max_pool(v, large[1:-1]),
                                           jnp.ones(large))
+
+
+def test_blocked_indices_use_a_variadic_reduce_only_for_small_windows():
+  """One variadic reduce (values and indices together) up to ``BLOCK_ARGMAX_MAX``
+  elements; larger non-overlapping windows match the planned max instead."""
+  def taps(k):
+    return tuple(geo.AxisTaps(12, 12 // k, k, k) for _ in range(2))
+
+  cpu = planner.Target("cpu", True)
+  assert planner.plan("indices", taps(2), np.float32, cpu, size=100).indices == "block"
+  for k in (3, 4):
+    p = planner.plan("indices", taps(k), np.float32, cpu, size=100)
+    assert p.indices == "block_match" and planner.valid(p, "indices", taps(k)) is None
