@@ -34,7 +34,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxpool
-from benchmarks.run import RESULTS, _first, _jax_callable, _time, _torch, _torch_callable
+from benchmarks.run import (
+    RESULTS,
+    _first,
+    _jax_callable,
+    _time,
+    _to_torch,
+    _torch,
+    _torch_callable,
+)
 
 SHAPE2 = (8, 56, 56, 64)       # NHWC: a ResNet stage
 SHAPE1 = (16, 1024, 64)        # NLC: a sequence batch
@@ -205,13 +213,6 @@ def adaptive_cells() -> list[Cell]:
         flax = lambda x, d=d: x.mean(tuple(range(1, 1 + d)))  # noqa: E731
       cells.append(Cell(op, cls, g, jfn, tfn if F else None, flax))
   return cells
-
-
-def _to_torch(torch, x_cl: np.ndarray, dtype):
-  """The NHWC array as an NC* tensor in channels_last memory (PyTorch's fast CPU layout)."""
-  t = torch.from_numpy(np.moveaxis(x_cl, -1, 1).copy()).to(dtype)
-  fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.ndim)
-  return t.contiguous(memory_format=fmt) if fmt else t
 
 
 def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int) -> dict:

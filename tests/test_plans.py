@@ -366,33 +366,26 @@ def _compiled_ops(fn, x) -> list[str]:
 
 
 @pytest.mark.parametrize("shape", [(4, 7, 7, 16), (2, 5, 6, 3, 8)])
-def test_whole_axis_averages_lower_to_one_reduction(shape):
-  """``adaptive_avg_pool(x, (1,) * d)``, an ``avg_pool`` window spanning each axis and
-  ``global_avg_pool`` compile to the same program on CPU: one reduce, no reduce-window
-  (the non-overlapping ``blocks`` plan: a reshape and a reduce)."""
+@pytest.mark.parametrize("kind", ["avg", "max"])
+def test_whole_axis_windows_lower_to_one_reduction(shape, kind):
+  """``adaptive_*_pool(x, (1,) * d)``, a window spanning each axis and ``global_*_pool``
+  compile to the same program on CPU: one reduce, no reduce-window (the non-overlapping
+  ``blocks`` plan: a reshape and a reduce). For max this holds up to ``BLOCKS_MAX``
+  window elements (or over 3+ axes); larger 1-D/2-D ones keep one reduce-window per axis
+  (measured faster with few channels)."""
   x = jnp.ones(shape)
   d = len(shape) - 2
-  want = _compiled_ops(lambda v: jaxpool.global_avg_pool(v, d, keepdims=True), x)
+  glob, adaptive, window = (getattr(jaxpool, f"global_{kind}_pool"),
+                            getattr(jaxpool, f"adaptive_{kind}_pool"),
+                            getattr(jaxpool, f"{kind}_pool"))
+  want = _compiled_ops(lambda v: glob(v, d, keepdims=True), x)
   assert want.count("reduce") == 1 and "reduce-window" not in want
-  assert _compiled_ops(lambda v: jaxpool.adaptive_avg_pool(v, (1,) * d), x) == want
-  assert _compiled_ops(lambda v: jaxpool.avg_pool(v, shape[1:-1]), x) == want
-
-
-@pytest.mark.parametrize("shape", [(4, 7, 7, 16), (2, 4, 3, 5, 8)])
-def test_small_whole_axis_max_lowers_to_one_reduction(shape):
-  """Non-overlapping max windows of at most ``BLOCKS_MAX`` elements (here whole axes:
-  ``global_max_pool``, ``adaptive_max_pool(x, (1,) * d)``, ``max_pool`` over each axis)
-  compile to one reduce on CPU, no reduce-window; larger ones keep one reduce-window
-  per axis (measured faster with few channels)."""
-  x = jnp.ones(shape)
-  d = len(shape) - 2
-  want = _compiled_ops(lambda v: jaxpool.global_max_pool(v, d, keepdims=True), x)
-  assert want.count("reduce") == 1 and "reduce-window" not in want
-  assert _compiled_ops(lambda v: jaxpool.adaptive_max_pool(v, (1,) * d), x) == want
-  assert _compiled_ops(lambda v: jaxpool.max_pool(v, shape[1:-1]), x) == want
-  large = (1, planner.BLOCKS_MAX + 1, 2)
-  assert "reduce-window" in _compiled_ops(lambda v: jaxpool.max_pool(v, large[1:-1]),
-                                          jnp.ones(large))
+  assert _compiled_ops(lambda v: adaptive(v, (1,) * d), x) == want
+  assert _compiled_ops(lambda v: window(v, shape[1:-1]), x) == want
+  if kind == "max":
+    large = (1, planner.BLOCKS_MAX + 1, 2)
+    assert "reduce-window" in _compiled_ops(lambda v: window(v, large[1:-1]),
+                                            jnp.ones(large))
 
 
 def test_blocked_indices_use_a_variadic_reduce_only_for_small_windows():
