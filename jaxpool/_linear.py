@@ -89,3 +89,35 @@ def transposed_jvp(primal: Callable, backward: Callable, *, operands: int = 0,
 def _no_tangent(a) -> jax.Array:
   """The (zero) tangent of an integer output, varying like it."""
   return vary_like(np.zeros(a.shape, jax.dtypes.float0), a)
+
+
+def computed_once(a: jax.Array, key: jax.Array) -> jax.Array:
+  """``a``, computed into memory once rather than fused into each of its readers.
+
+  XLA:CPU drops ``lax.optimization_barrier`` before fusing, so an expensive elementwise
+  map feeding a window-sum transpose (``lp_pool``'s ``total ** (1/p - 1)``) is recomputed
+  in every tap that reads it. A conditional is a fusion boundary: ``a`` passes through
+  one whose predicate is always true, read at run time from the bits of ``key``'s first
+  element so that it cannot be folded (the other branch, never taken, negates; equal
+  branches would be merged). Linear in ``a``; under ``vmap`` the conditional becomes a
+  select and ``a`` is again fused.
+  """
+  if key.size == 0:
+    return a
+  first = lax.reshape(key, (key.size,))[0]
+  bits = lax.bitcast_convert_type(first, np.dtype(f"uint{8 * first.dtype.itemsize}"))
+  taken = (bits | np.ones((), bits.dtype)) != 0
+  return lax.cond(taken, lambda v: v, lax.neg, a)
+
+
+@jax.custom_jvp
+def fence_cotangent(y: jax.Array) -> jax.Array:
+  """``y`` unchanged; its tangent, and so its cotangent in reverse mode, goes through
+  :func:`computed_once` (keyed by ``y``)."""
+  return y
+
+
+@fence_cotangent.defjvp
+def _fence_jvp(primals, tangents):
+  (y,), (t,) = primals, tangents
+  return fence_cotangent(y), computed_once(t, y)

@@ -19,6 +19,7 @@ from jaxpool import _geometry as geo
 from jaxpool._adaptive import bin_taps
 from jaxpool._engine import plan as planner
 from jaxpool._engine import pool_with_indices, select_pool, sum_pool
+from jaxpool._linear import computed_once, fence_cotangent
 from jaxpool._unpool import unpool
 
 # name: (spatial size, window, strides, padding, dilation, ceil_mode)
@@ -232,7 +233,7 @@ def test_a_forced_plan_is_checked_against_the_geometry():
 def test_candidates_cover_every_form():
   """Between them the test geometries reach every form of every field."""
   seen = {f: set() for f in ("values", "residual", "backward", "indices", "unpool",
-                             "address")}
+                             "address", "fence")}
   for op in ("max", "sum", "indices"):
     for name in list(WINDOWS) + list(ADAPTIVE):
       size, taps, _ = _geometry(name)
@@ -250,6 +251,7 @@ def test_candidates_cover_every_form():
   assert seen["indices"] >= set(planner.INDICES)
   assert seen["unpool"] >= set(planner.UNPOOLS)
   assert seen["address"] >= set(planner.ADDRESSES)
+  assert seen["fence"] == {False, True}
 
 
 # ----------------------------------------------------------------------------- per backend
@@ -399,3 +401,51 @@ def test_blocked_indices_use_a_variadic_reduce_only_for_small_windows():
   for k in (3, 4):
     p = planner.plan("indices", taps(k), np.float32, cpu, size=100)
     assert p.indices == "block_match" and planner.valid(p, "indices", taps(k)) is None
+
+
+def test_lp_cotangent_is_computed_once_on_cpu_only():
+  """``lp_pool``'s sum is ``mapped``: on CPU its cotangent passes through a conditional
+  that XLA:CPU keeps (a fusion boundary; ``optimization_barrier`` is dropped there), so
+  the root's derivative is computed once instead of in every tap of the transpose.
+  Other backends, and sums no map follows (``avg_pool``), get no fence."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 9, 9, 3)), jnp.float32)
+  _, taps = geo.window_geometry("lp_pool", x.shape, (3, 3), 2, 0, 1, False, "channels_last")
+  for target, fence in ((planner.Target("cpu", True), True),
+                        (planner.Target("gpu", True), False),
+                        (planner.Target("accelerator", True), False)):
+    assert planner.plan("sum", taps, np.float32, target, mapped=True).fence == fence
+    assert not planner.plan("sum", taps, np.float32, target).fence
+
+  def lp(v):
+    return jaxpool.lp_pool(v, 2.0, (3, 3), 2)
+
+  def avg(v):
+    return jaxpool.avg_pool(v, (3, 3), 2)
+
+  def cases(fn, platform):
+    return _program(_grad(fn), x, platform).count("stablehlo.case")
+
+  assert cases(lp, "cpu") == cases(lp, "cuda") + 1 == cases(lp, "tpu") + 1
+  assert cases(avg, "cpu") == cases(avg, "cuda")
+  compiled = jax.jit(_grad(lp)).lower(x).compile().as_text()
+  assert "conditional(" in compiled
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("first", [0.0, -0.0, np.nan, -np.inf, 1.5])
+def test_fenced_cotangent_is_the_identity(dtype, first):
+  """Whatever the key's first element (its bits decide the conditional's predicate),
+  ``fence_cotangent`` is the identity in value, forward and reverse mode, and batched."""
+  y = jnp.asarray(np.r_[first, np.arange(1.0, 6.0)].reshape(2, 3), dtype)
+  t = jnp.asarray(np.arange(-3.0, 3.0).reshape(2, 3), dtype)
+
+  def same(a, b):  # in float32: NumPy's NaN-aware comparison knows no bfloat16
+    np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+  same(fence_cotangent(y), y)
+  _, dy = jax.jvp(fence_cotangent, (y,), (t,))
+  same(dy, t)
+  (ct,) = jax.vjp(fence_cotangent, y)[1](t)
+  same(ct, t)
+  same(jax.vmap(computed_once)(t, y), t)
+  same(computed_once(t, jnp.zeros((0,), dtype)), t)

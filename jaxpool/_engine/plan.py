@@ -81,6 +81,9 @@ class Plan:
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
+    fence: a sum's cotangent is computed into memory once before its transpose reads
+      it (:func:`jaxpool._linear.fence_cotangent`), instead of the expensive map that
+      makes it being fused into, and recomputed by, every tap.
   """
 
   values: str | None = None
@@ -90,6 +93,7 @@ class Plan:
   indices: str | None = None
   unpool: str | None = None
   address: str | None = None
+  fence: bool = False
 
   def __post_init__(self):
     for name, forms in (("values", VALUES), ("residual", RESIDUALS), ("backward", BACKWARDS),
@@ -245,18 +249,19 @@ def _address(target: Target, size: int) -> str:
 
 
 def plan(op: str, taps: Sequence[AxisTaps], dtype, target: Target, *, size: int = 0,
-         in_window: bool = False) -> Plan:
+         in_window: bool = False, mapped: bool = False) -> Plan:
   """The plan of ``op`` (``"max"``, ``"min"``, ``"sum"``, ``"indices"`` or ``"unpool"``)
   on ``target``. ``size`` is the element count of the array a scatter writes (the
   input for the max backward, the output for unpool); ``in_window`` is unpool's
-  promise that every index lies in its own window."""
+  promise that every index lies in its own window; ``mapped`` says a sum's result goes
+  through an expensive elementwise map (``lp_pool``'s root) before anything reads it."""
   if op not in OPS:
     raise ValueError(f"plan: op must be one of {OPS}, got {op!r}.")
   taps = tuple(taps)
   if op == "unpool":
     return _unpool_plan(taps, target, size, in_window)
   if target.platform == "cpu":
-    return _cpu_plan(op, taps, dtype, target, size)
+    return _cpu_plan(op, taps, dtype, target, size, mapped)
   if target.platform == "gpu":
     return _gpu_plan(op, taps, dtype)
   return _canonical_plan(op, taps, dtype)
@@ -266,7 +271,7 @@ def _regular(taps):
   return [t for t in taps if t.regular and not t.identity]
 
 
-def _cpu_plan(op, taps, dtype, target, size) -> Plan:
+def _cpu_plan(op, taps, dtype, target, size, mapped) -> Plan:
   regular = _regular(taps)
   values = values_form(regular, "sum" if op == "sum" else "max") if regular else None
   upcast = op != "sum" and _is_16bit_float(dtype)
@@ -274,7 +279,8 @@ def _cpu_plan(op, taps, dtype, target, size) -> Plan:
   if op == "sum":
     strided = all(t.stride > 1 and unpadded(t) for t in taps if not t.identity)
     planes = all(t.regular for t in taps) and not strided
-    return Plan(values=values, backward="planes" if planes else "jax")
+    # XLA:CPU recomputes the map that makes the cotangent in every tap of the transpose
+    return Plan(values=values, backward="planes" if planes else "jax", fence=mapped)
   residual, backward = _cpu_select_derivative(taps, address)
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
                 address=address if backward in ("scatter", "chain_scatter") else None)
@@ -367,14 +373,15 @@ PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "default": "accelerator"}
 
 
 def plans(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
-          in_window: bool = False) -> dict[str, Plan]:
+          in_window: bool = False, mapped: bool = False) -> dict[str, Plan]:
   """The plan per ``lax.platform_dependent`` platform (``"cpu"``, ``"cuda"``, and
   ``"default"`` for the rest), from this process's devices;
   :func:`jaxpool._engine.dispatch.on_backends` picks one when the program is lowered."""
   out = {}
   for key, platform in PLATFORMS.items():
     lone = _one_cpu_device() if platform == "cpu" else _one_device()
-    out[key] = plan(op, taps, dtype, Target(platform, lone), size=size, in_window=in_window)
+    out[key] = plan(op, taps, dtype, Target(platform, lone), size=size, in_window=in_window,
+                    mapped=mapped)
   return out
 
 
@@ -400,6 +407,8 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "residual='match_stacked' needs unpadded windows"
   if p.backward == "block" and (p.residual == "input" or not blocked(taps)):
     return "backward='block' needs non-overlapping undilated windows and their offsets"
+  if p.fence and op != "sum":
+    return "fence applies to a sum's cotangent only"
   if op == "sum":
     if p.backward not in (None, "jax", "planes"):
       return f"backward={p.backward!r} is a max/min form"
@@ -457,7 +466,7 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
     swaps += [{"residual": "input", "backward": "chain"},
               {"residual": "match_blocks", "backward": "block"}]
   if op == "sum":
-    swaps += [{"backward": "jax"}, {"backward": "planes"}]
+    swaps += [{"backward": "jax"}, {"backward": "planes"}, {"fence": not base.fence}]
   if op == "indices":
     swaps += [{"indices": i} for i in INDICES]
     swaps.append({"indices": "block", "values": None, "residual": None, "backward": None})

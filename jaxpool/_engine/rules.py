@@ -36,7 +36,7 @@ from jaxpool._engine.select import (
 from jaxpool._engine.values import mean_values, pool_values, sum_transpose
 from jaxpool._engine.views import Windows
 from jaxpool._geometry import AxisTaps
-from jaxpool._linear import transposed_jvp
+from jaxpool._linear import fence_cotangent, transposed_jvp
 
 
 def _run(op, taps, x, run, plan: Plan | None, **kw):
@@ -57,19 +57,22 @@ def _mean_backward(x, operands, y, axes, taps, rule, form):
 _mean_pool = transposed_jvp(mean_values, _mean_backward, static=4)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3), static_argnames=("plan",))
+@functools.partial(jax.jit, static_argnums=(1, 2, 3), static_argnames=("mapped", "plan"))
 def sum_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
-             rule: tuple[bool, int | None] | None = None, *,
+             rule: tuple[bool, int | None] | None = None, *, mapped: bool = False,
              plan: Plan | None = None) -> jax.Array:
   """Sum over the windows (padding contributes 0), divided by the avg divisor when
-  ``rule = (include_pad, override)`` is given."""
+  ``rule = (include_pad, override)`` is given. ``mapped``: the caller maps the result
+  by an expensive elementwise function (see :func:`jaxpool._engine.plan.plan`)."""
 
   def run(p):
     if p.backward == "planes":
-      return lambda x: _mean_pool(x, axes, taps, rule, p.values)
-    return lambda x: mean_values(x, axes, taps, rule, p.values)
+      pool = lambda x: _mean_pool(x, axes, taps, rule, p.values)  # noqa: E731
+    else:
+      pool = lambda x: mean_values(x, axes, taps, rule, p.values)  # noqa: E731
+    return (lambda x: fence_cotangent(pool(x))) if p.fence else pool
 
-  return _run("sum", taps, x, run, plan)
+  return _run("sum", taps, x, run, plan, mapped=mapped)
 
 
 # ----------------------------------------------------------------------------- max / min
