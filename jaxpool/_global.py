@@ -9,7 +9,7 @@ from jax.typing import ArrayLike
 
 from jaxpool import _extents
 from jaxpool import _geometry as geo
-from jaxpool._engine import select_pool
+from jaxpool._engine import axis_sum, select_pool
 
 
 def _spatial_layout(fn: str, x: jax.Array, num_spatial_dims, data_format) -> geo.Layout:
@@ -206,7 +206,9 @@ def channel_pool(x: ArrayLike, op: str = "max", *, keepdims: bool = True,
     The channel max or mean, same dtype. Max: NaN propagates, gradient to the first
     maximum.
 
-  Lowering: one reduction (plus first-max selects for the gradient) on every backend.
+  Lowering: one reduction (plus first-max selects for the gradient) on every backend;
+  on CPU the mean over a channel axis at least as long as the elements after it (the
+  channels_first case) folds the axis instead (:func:`jaxpool._engine.plan.axis_sum_form`).
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -234,6 +236,6 @@ def channel_pool(x: ArrayLike, op: str = "max", *, keepdims: bool = True,
     if op == "max":
       y = select_pool(x, (axis,), _whole((axis,), x.shape), "max")
     else:
-      y = jnp.mean(x.astype(geo.accum_dtype(x.dtype)), axis=axis, keepdims=True)
-      y = y.astype(x.dtype)
+      total = axis_sum(x.astype(geo.accum_dtype(x.dtype)), axis)
+      y = (total / np.array(x.shape[axis], total.dtype)).astype(x.dtype)
     return _finish(y, (axis,), keepdims)

@@ -17,8 +17,9 @@ from util import randn, ties
 import jaxpool
 from jaxpool import _geometry as geo
 from jaxpool._adaptive import bin_taps
+from jaxpool._engine import axis_sum, pool_with_indices, select_pool, sum_pool
 from jaxpool._engine import plan as planner
-from jaxpool._engine import pool_with_indices, select_pool, sum_pool
+from jaxpool._engine.values import folds
 from jaxpool._linear import computed_once, fence_cotangent
 from jaxpool._unpool import unpool
 
@@ -449,3 +450,41 @@ def test_fenced_cotangent_is_the_identity(dtype, first):
   same(ct, t)
   same(jax.vmap(computed_once)(t, y), t)
   same(computed_once(t, jnp.zeros((0,), dtype)), t)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 100, 513])
+def test_folds_reduce_the_whole_axis(rng, n):
+  """Eighths, then halves, then the uneven remainders: every element exactly once."""
+  x = randn(rng, (2, n, 3))
+  for kind, want in (("sum", x.sum(1, keepdims=True)), ("max", x.max(1, keepdims=True)),
+                     ("min", x.min(1, keepdims=True))):
+    got = folds(jnp.asarray(x), 1, kind)
+    assert got.shape == (2, 1, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  ints = rng.integers(-9, 9, (2, n, 3))  # exact: each element counted once
+  np.testing.assert_array_equal(folds(jnp.asarray(ints), 1, "sum"), ints.sum(1, keepdims=True))
+
+
+def test_axis_sum_folds_long_non_minor_axes_on_cpu_only(rng):
+  """The channel mean of channels_first input: folded on CPU where the channel axis is at
+  least as long as the elements after it, one reduce otherwise and on other backends;
+  both forms give the mean, and the folded one's gradient is the broadcast 1/C."""
+  cpu, gpu, tpu = (planner.Target(p, True) for p in ("cpu", "gpu", "accelerator"))
+  assert planner.axis_sum_form(512, 196, cpu) == "folds"
+  assert planner.axis_sum_form(2048, 49, cpu) == "folds"
+  assert planner.axis_sum_form(64, 3136, cpu) == "reduce"
+  assert planner.axis_sum_form(512, 1, cpu) == "reduce"  # the minor axis: channels_last
+  assert {planner.axis_sum_form(512, 196, t) for t in (gpu, tpu)} == {"reduce"}
+  def mean(v):
+    return jaxpool.channel_pool(v, "avg", data_format="channels_first", num_spatial_dims=2)
+
+  for shape in [(2, 40, 3, 4), (2, 3, 4, 5)]:  # folded, reduced
+    x = randn(rng, shape)
+    np.testing.assert_allclose(mean(x), x.mean(1, keepdims=True), rtol=1e-5, atol=1e-6)
+    w = randn(rng, (2, 1) + shape[2:])
+    g = jax.grad(lambda v, w=w: jnp.sum(mean(v) * w))(x)
+    np.testing.assert_allclose(g, np.broadcast_to(w / shape[1], shape), rtol=1e-6)
+  text = _program(lambda v: axis_sum(v, 1), jnp.zeros((2, 40, 8)), "cpu")
+  assert "concatenate" not in _ops(text) and "slice" in _ops(text)
+  text = _program(lambda v: axis_sum(v, 1), jnp.zeros((2, 40, 8)), "cuda")
+  assert "reduce" in _ops(text) and "slice" not in _ops(text)

@@ -103,6 +103,8 @@ ROWS = {
     "global_max_3d": (lambda x: jaxpool.global_max_pool(x, 3), S3, False),
     "channel_max": (lambda x: jaxpool.channel_pool(x, "max"), S2, False),
     "channel_avg": (lambda x: jaxpool.channel_pool(x, "avg"), S2, False),
+    "channel_avg_first": (lambda x: jaxpool.channel_pool(  # C=9 >= L=8: CPU folds
+        x, "avg", data_format="channels_first", num_spatial_dims=1), (2, 9, 8), False),
     # runtime extents (lengths) and packed segments: the ids and lengths are constants
     # here; test_extents.py runs them as changing runtime values
     "adaptive_max_lengths": (lambda x: jaxpool.adaptive_max_pool(x, (4, 3), lengths=LEN2),

@@ -7,6 +7,6 @@ indices, cotangent routing) -> ``rules`` (derivative rules, entry points), with
 """
 
 from jaxpool._engine.plan import Plan
-from jaxpool._engine.rules import pool_with_indices, select_pool, sum_pool
+from jaxpool._engine.rules import axis_sum, pool_with_indices, select_pool, sum_pool
 
-__all__ = ["Plan", "pool_with_indices", "select_pool", "sum_pool"]
+__all__ = ["Plan", "axis_sum", "pool_with_indices", "select_pool", "sum_pool"]

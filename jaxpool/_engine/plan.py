@@ -40,6 +40,7 @@ BLOCKS_MAX = 100   # 2-D max/min window elements reduced as blocks (sums, 3+ axe
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
 CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
 INT32_MAX = 2**31  # flat scatter positions must fit int32
+FOLD_INNER_MIN = 8  # elements after a summed axis for folding it (one float32 vector)
 
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
@@ -340,6 +341,18 @@ def _gpu_plan(op, taps, dtype) -> Plan:
   return dataclasses.replace(p, residual=residual, backward=backward)
 
 
+def axis_sum_form(size: int, inner: int, target: Target) -> str:
+  """How a sum over one whole axis of ``size`` elements, each ``inner`` elements apart
+  (the channel mean of channels_first input), lowers on ``target``: ``"folds"`` (its
+  eighths added elementwise, then halves: :func:`jaxpool._engine.values.folds`) on
+  XLA:CPU where the axis is at least as long as ``inner`` and ``inner`` is at least
+  ``FOLD_INNER_MIN`` (its reduce over a long non-minor axis is slow there, over the
+  minor axis it is not); otherwise, and on every other backend, ``"reduce"``."""
+  if target.platform == "cpu" and size >= inner >= FOLD_INNER_MIN:
+    return "folds"
+  return "reduce"
+
+
 def _unpool_plan(taps, target, size, in_window) -> Plan:
   """The in-window check pays where the scatter is a serial loop (XLA:CPU, a lone
   device: with several the check would need a collective). On CUDA it won alone but
@@ -383,6 +396,13 @@ def plans(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
     out[key] = plan(op, taps, dtype, Target(platform, lone), size=size, in_window=in_window,
                     mapped=mapped)
   return out
+
+
+def axis_sum_forms(size: int, inner: int) -> dict[str, str]:
+  """:func:`axis_sum_form` per ``lax.platform_dependent`` platform, as :func:`plans`."""
+  return {key: axis_sum_form(size, inner, Target(platform, True))
+          for key, platform in PLATFORMS.items()}
+
 
 
 # ----------------------------------------------------------------------------- forcing plans

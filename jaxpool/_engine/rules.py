@@ -13,6 +13,7 @@ Custom rules exist only where a plan's backward is not JAX's own: each is a
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ from jaxpool._engine.select import (
   scatter_add_at,
   window_argmax,
 )
-from jaxpool._engine.values import mean_values, pool_values, sum_transpose
+from jaxpool._engine.values import folds, mean_values, pool_values, sum_transpose
 from jaxpool._engine.views import Windows
 from jaxpool._geometry import AxisTaps
 from jaxpool._linear import fence_cotangent, transposed_jvp
@@ -73,6 +74,35 @@ def sum_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
     return (lambda x: fence_cotangent(pool(x))) if p.fence else pool
 
   return _run("sum", taps, x, run, plan, mapped=mapped)
+
+
+def _folded_sum_values(x, axis):
+  return folds(x, axis, "sum")
+
+
+def _folded_sum_backward(x, operands, y, axis):
+  return lambda g: jnp.broadcast_to(g, x.shape)
+
+
+# The folded sum, whose reverse mode broadcasts the cotangent (JAX's transpose of the
+# folds pads every level).
+_folded_sum = transposed_jvp(_folded_sum_values, _folded_sum_backward, static=1)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def axis_sum(x: jax.Array, axis: int) -> jax.Array:
+  """Sum over the whole ``axis`` (kept as size 1), in the form
+  :func:`~jaxpool._engine.plan.axis_sum_form` names for each backend."""
+  inner = math.prod(x.shape[axis + 1:])
+  merged = (math.prod(x.shape[:axis]), x.shape[axis], inner)
+  kept = x.shape[:axis] + (1,) + x.shape[axis + 1:]
+
+  def run(form):
+    if form == "folds":  # on the (outer, axis, inner) view: faster than on more dims
+      return lambda x: _folded_sum(x.reshape(merged), 1).reshape(kept)
+    return lambda x: jnp.sum(x, axis=axis, keepdims=True)
+
+  return on_backends(run, planner.axis_sum_forms(x.shape[axis], inner), x)
 
 
 # ----------------------------------------------------------------------------- max / min

@@ -46,6 +46,24 @@ def reduce_window(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
   return lax.slice(y, [0] * y.ndim, limits) if limits != list(y.shape) else y
 
 
+def folds(x: jax.Array, axis: int, kind: str) -> jax.Array:
+  """Max/min/sum over the whole ``axis`` (kept as size 1) by folding it: its eight
+  equal parts combined elementwise (one pass writing an eighth of ``x``), then the
+  result's two halves, then theirs, down to one; the remainder of an uneven split is
+  folded alike and joins at the end. Slices and elementwise ops only, which XLA fuses
+  into a few passes."""
+  combine, n, parts, rest = COMBINE[kind], x.shape[axis], 8, []
+  while n > 1:
+    parts = min(parts, n)
+    q = n // parts
+    if n % parts:
+      rest.append(folds(lax.slice_in_dim(x, q * parts, n, axis=axis), axis, kind))
+    x = functools.reduce(combine, [lax.slice_in_dim(x, k * q, (k + 1) * q, axis=axis)
+                                   for k in range(parts)])
+    n, parts = q, 2
+  return functools.reduce(combine, rest, x)
+
+
 def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
                 form: str | None, upcast: bool = False) -> jax.Array:
   """Max/min/sum over the windows: the regular axes in ``form``, then each irregular
