@@ -399,9 +399,15 @@ def test_blocked_indices_use_a_variadic_reduce_only_for_small_windows():
 
   cpu = planner.Target("cpu", True)
   assert planner.plan("indices", taps(2), np.float32, cpu, size=100).indices == "block"
-  for k in (3, 4):
+  for k in (3, 4, 6, 12):  # 6x6 and 12x12: over JOINT_MAX, matched on the blocks too
     p = planner.plan("indices", taps(k), np.float32, cpu, size=100)
     assert p.indices == "block_match" and planner.valid(p, "indices", taps(k)) is None
+  x = ties(np.random.default_rng(1), (2, 3, 12, 12))
+  for k in (6, 12):
+    v, i = jaxpool.max_pool_with_indices(x, (k, k), data_format="channels_first")
+    want_v, want_i = ref.max_pool_with_indices(x, (k, k), (k, k), 0, 1, False)
+    np.testing.assert_array_equal(v, want_v)
+    np.testing.assert_array_equal(i, want_i)
 
 
 def test_lp_cotangent_is_computed_once_on_cpu_only():

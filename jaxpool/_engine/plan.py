@@ -75,7 +75,7 @@ class Plan:
       flat indices and a scatter-add).
     indices: max indices: ``"block"`` (one variadic reduce with the values),
       ``"block_match"`` (non-overlapping windows: the values, then the least relative
-      index among the positions that match them, one min reduce),
+      index among the positions that match them, folded over the window axes),
       ``"first_max"`` / ``"first_max_tiled"`` (compare chain) or ``"chain"``.
     unpool: ``"scatter"``, ``"check_select"`` (a check that every index lies in its
       window, then a compare-and-select instead of the scatter) or ``"select"``.
@@ -287,7 +287,7 @@ def _cpu_plan(op, taps, dtype, target, size, mapped) -> Plan:
                 address=address if backward in ("scatter", "chain_scatter") else None)
   if op != "indices":
     return select
-  if joint(taps) and blocked(taps) and all(map(unpadded, taps)):
+  if all(t.regular for t in taps) and blocked(taps) and all(map(unpadded, taps)):
     if math.prod(t.window for t in taps) <= BLOCK_ARGMAX_MAX:
       return Plan(upcast=upcast, indices="block")
     return dataclasses.replace(select, indices="block_match")

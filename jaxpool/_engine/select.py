@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 
 from jaxpool._engine import plan as planner
-from jaxpool._engine.values import reduce_axis, reduce_window
+from jaxpool._engine.values import folds, reduce_axis, reduce_window
 from jaxpool._engine.views import (
   Windows,
   expand,
@@ -247,11 +247,15 @@ def scatter_add_at(g, idx, axes, taps, address: str) -> jax.Array:
 def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
   """int32 flat spatial index of each non-overlapping, unpadded window's first maximum
   ``y``: the least relative index among the window's positions that match it (the
-  first NaN when ``y`` is NaN), on the blocked view: a compare and one min reduce."""
+  first NaN when ``y`` is NaN), on the blocked view: a compare, then a min folded over
+  each window axis (:func:`~jaxpool._engine.values.folds`; XLA:CPU's reduce over these
+  non-minor axes was 1.5-4x slower)."""
   xb = w.blocks(x, identity("max", x.dtype))
   rel = w.block_iota(np.asarray(w.deltas(spatial), np.int32))
   first = jnp.where(_matches(xb, w.expand(y)), rel, np.int32(np.iinfo(np.int32).max))
-  return (first.min(axis=w.window_axes) + w.origins(spatial)).astype(jnp.int32)
+  for a in reversed(w.window_axes):  # XLA:CPU's reduce over non-minor axes is slow
+    first = folds(first, a, "min")
+  return (first.reshape(y.shape) + w.origins(spatial)).astype(jnp.int32)
 
 
 def chain_flat_index(x, axes, taps, kind: str, out_shape) -> jax.Array:
