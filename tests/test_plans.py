@@ -494,3 +494,24 @@ def test_axis_sum_folds_long_non_minor_axes_on_cpu_only(rng):
   assert "concatenate" not in _ops(text) and "slice" in _ops(text)
   text = _program(lambda v: axis_sum(v, 1), jnp.zeros((2, 40, 8)), "cuda")
   assert "reduce" in _ops(text) and "slice" not in _ops(text)
+
+
+def test_chains_compute_each_axis_once_on_cpu_where_windows_share_elements():
+  """A max chain over bins that overlap (adaptive 56 -> 5) fences each axis's max and
+  offsets on CPU (fused, XLA:CPU recomputes them in every compare of the next axis); a
+  chain of reshapes (56 -> 7) reads each element once and is not fenced, nor is any
+  chain on the canonical backends."""
+  cpu, tpu = planner.Target("cpu", True), planner.Target("accelerator", True)
+  overlapping = tuple(bin_taps(56, 5) for _ in range(2))
+  divisible = tuple(bin_taps(56, 7) for _ in range(2))
+  assert planner.plan("max", overlapping, np.float32, cpu, size=100).fence
+  assert planner.plan("indices", overlapping, np.float32, cpu, size=100).fence
+  assert not planner.plan("max", divisible, np.float32, cpu, size=100).fence
+  assert not planner.plan("max", overlapping, np.float32, tpu, size=100).fence
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 56, 56, 3)), jnp.float32)
+
+  def conditionals(out):
+    grad = _grad(lambda v: jaxpool.adaptive_max_pool(v, out))
+    return jax.jit(grad).lower(x).compile().as_text().count("conditional(")
+
+  assert conditionals((5, 5)) > 0 and conditionals((7, 7)) == 0

@@ -82,9 +82,12 @@ class Plan:
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
-    fence: a sum's cotangent is computed into memory once before its transpose reads
-      it (:func:`jaxpool._linear.fence_cotangent`), instead of the expensive map that
-      makes it being fused into, and recomputed by, every tap.
+    fence: values XLA:CPU would recompute in each of their readers are computed into
+      memory once (:func:`jaxpool._linear.computed_once`): a mapped sum's cotangent
+      (:func:`jaxpool._linear.fence_cotangent`), instead of the expensive map that
+      makes it being fused into every tap of the transpose; and a chain's per-axis max
+      and offsets, instead of each axis's max being recomputed by every compare of the
+      next axis.
   """
 
   values: str | None = None
@@ -235,6 +238,12 @@ def _chain_scatters(taps: Sequence[AxisTaps]) -> bool:
           and all(map(reads_no_padding, taps)))
 
 
+def _chain_rereads(taps: Sequence[AxisTaps]) -> bool:
+  """A chain axis whose windows share elements (not a reshape): fused, XLA:CPU would
+  recompute the previous axis's max in each of that axis's compares."""
+  return any(axis_form(t) != "reshape" for t in taps if not t.identity)
+
+
 def _is_16bit_float(dtype) -> bool:
   dtype = np.dtype(dtype)
   return jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4
@@ -284,7 +293,8 @@ def _cpu_plan(op, taps, dtype, target, size, mapped) -> Plan:
     return Plan(values=values, backward="planes" if planes else "jax", fence=mapped)
   residual, backward = _cpu_select_derivative(taps, address)
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
-                address=address if backward in ("scatter", "chain_scatter") else None)
+                address=address if backward in ("scatter", "chain_scatter") else None,
+                fence=residual == "input" and _chain_rereads(taps))
   if op != "indices":
     return select
   if all(t.regular for t in taps) and blocked(taps) and all(map(unpadded, taps)):
@@ -427,8 +437,8 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "residual='match_stacked' needs unpadded windows"
   if p.backward == "block" and (p.residual == "input" or not blocked(taps)):
     return "backward='block' needs non-overlapping undilated windows and their offsets"
-  if p.fence and op != "sum":
-    return "fence applies to a sum's cotangent only"
+  if p.fence and op != "sum" and p.residual != "input" and p.indices != "chain":
+    return "fence applies to a sum's cotangent or a chain only"
   if op == "sum":
     if p.backward not in (None, "jax", "planes"):
       return f"backward={p.backward!r} is a max/min form"
@@ -484,6 +494,7 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
               for r, b in (("first_max", "scatter"), ("input", "chain_scatter"))
               for a in ADDRESSES]
     swaps += [{"residual": "input", "backward": "chain"},
+              {"residual": "input", "backward": "chain", "fence": not base.fence},
               {"residual": "match_blocks", "backward": "block"}]
   if op == "sum":
     swaps += [{"backward": "jax"}, {"backward": "planes"}, {"fence": not base.fence}]

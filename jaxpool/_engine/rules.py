@@ -115,9 +115,9 @@ def _select_values(x, axes, taps, kind, p):
 def _select_backward(x, operands, y, axes, taps, kind, p):
   """The max/min VJP ``g -> dx``: each window's ``g`` to its first max."""
   if p.backward == "chain":
-    return functools.partial(chain_back, x, axes, taps, kind)
+    return functools.partial(chain_back, x, axes, taps, kind, fence=p.fence)
   if p.backward == "chain_scatter":
-    idx = chain_flat_index(x, axes, taps, kind, y.shape)
+    idx = chain_flat_index(x, axes, taps, kind, y.shape, p.fence)
     return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
                              address=p.address)
   w = Windows(x.ndim, axes, taps)
@@ -176,7 +176,7 @@ def _with_indices(x, axes, taps, spatial, p: Plan):
   values = _select(x, axes, taps, "max", p)
   xs = lax.stop_gradient(x)
   if p.indices == "chain":
-    return values, chain_flat_index(xs, axes, taps, "max", values.shape)
+    return values, chain_flat_index(xs, axes, taps, "max", values.shape, p.fence)
   if p.indices == "block_match":
     w = Windows(x.ndim, axes, taps)
     return values, block_first_index(xs, w, lax.stop_gradient(values), spatial)

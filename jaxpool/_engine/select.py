@@ -31,7 +31,7 @@ from jaxpool._engine.views import (
   tiled,
 )
 from jaxpool._geometry import AxisTaps
-from jaxpool._linear import transpose
+from jaxpool._linear import computed_once, transpose
 from jaxpool._scatter import flat_spatial, scatter
 
 
@@ -79,21 +79,28 @@ def _select_axis(e, off, axis: int, t: AxisTaps, form: str) -> jax.Array:
   return jnp.sum(picked, axis=axis + 1, dtype=e.dtype)  # int32 stays int32 under x64
 
 
+def _once(a: jax.Array, fence: bool) -> jax.Array:
+  return computed_once(a, a) if fence else a
+
+
 def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
-                 extras: Sequence[jax.Array]) -> tuple[jax.Array, list[jax.Array]]:
+                 extras: Sequence[jax.Array],
+                 fence: bool = False) -> tuple[jax.Array, list[jax.Array]]:
   """Max/min over the windows, and each of ``extras`` at the first-max position.
 
   ``extras`` must broadcast against ``x`` (they are padded with 0 and never selected
-  from padding).
+  from padding). ``fence``: each axis's max and selected extras are computed into
+  memory once (:func:`~jaxpool._linear.computed_once`); fused, XLA:CPU recomputes an
+  axis's max in every compare of the next axis's windows.
   """
   extras = list(extras)
   for axis, t in reversed(list(zip(axes, taps))):
     if t.identity:
       continue
     form = planner.axis_form(t)
-    y = reduce_axis(x, axis, t, kind, form)
+    y = _once(reduce_axis(x, axis, t, kind, form), fence)
     off = _first_match_axis(x, y, axis, t, kind, form)
-    extras = [_select_axis(e, off, axis, t, form) for e in extras]
+    extras = [_once(_select_axis(e, off, axis, t, form), fence) for e in extras]
     x = y
   return x, extras
 
@@ -258,14 +265,14 @@ def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
   return (first.reshape(y.shape) + w.origins(spatial)).astype(jnp.int32)
 
 
-def chain_flat_index(x, axes, taps, kind: str, out_shape) -> jax.Array:
+def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False) -> jax.Array:
   """int32 flat spatial index of each window's first max (min), by :func:`select_chain`."""
   spatial = tuple(t.size for t in taps)
-  _, (idx,) = select_chain(x, axes, taps, kind, [iota(x.ndim, axes, spatial)])
+  _, (idx,) = select_chain(x, axes, taps, kind, [iota(x.ndim, axes, spatial)], fence)
   return jnp.broadcast_to(idx, out_shape).astype(jnp.int32)
 
 
-def chain_back(x, axes, taps, kind: str, g) -> jax.Array:
+def chain_back(x, axes, taps, kind: str, g, fence: bool = False) -> jax.Array:
   """VJP of :func:`select_chain`'s values: route ``g`` back one axis at a time.
 
   The forward chain's offsets are recomputed from ``x``; each strided-slice axis routes
@@ -284,8 +291,8 @@ def chain_back(x, axes, taps, kind: str, g) -> jax.Array:
       y = reduce_window(x, (axis,), (t,), kind)
       off = offsets(x, y, (axis,), (t,), kind, planner.offsets_form((t,)))
     else:
-      y = reduce_axis(x, axis, t, kind, form)
-      off = _first_match_axis(x, y, axis, t, kind, form)
+      y = _once(reduce_axis(x, axis, t, kind, form), fence)
+      off = _once(_first_match_axis(x, y, axis, t, kind, form), fence)
     steps.append((axis, t, form, x, off))
     x = y
   for axis, t, form, xa, off in reversed(steps):
