@@ -515,3 +515,20 @@ def test_chains_compute_each_axis_once_on_cpu_where_windows_share_elements():
     return jax.jit(grad).lower(x).compile().as_text().count("conditional(")
 
   assert conditionals((5, 5)) > 0 and conditionals((7, 7)) == 0
+
+
+def test_matched_indices_skip_padding_and_find_the_first_nan():
+  """The ``match`` indices (untiled padded windows): an all ``-inf`` window's index is
+  its first real element, a NaN window's its first NaN, as the reference (PyTorch's
+  rule)."""
+  x = np.full((1, 1, 7, 7), -np.inf, np.float32)
+  x[0, 0, 5:, 5:] = 1.0
+  x[0, 0, 0, 3] = x[0, 0, 1, 1] = np.nan
+  _, taps = geo.window_geometry("max_pool", x.shape, (5, 5), 1, 2, 1, False,
+                                "channels_first")
+  assert planner.plan("indices", taps, np.float32, planner.Target("cpu", True),
+                      size=x.size).indices == "match"
+  v, i = jaxpool.max_pool_with_indices(x, (5, 5), 1, 2, data_format="channels_first")
+  want_v, want_i = ref.max_pool_with_indices(x, (5, 5), 1, 2)
+  np.testing.assert_array_equal(v, want_v)
+  np.testing.assert_array_equal(i, want_i)

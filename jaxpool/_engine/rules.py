@@ -27,6 +27,7 @@ from jaxpool._engine.select import (
   block_first_index,
   chain_back,
   chain_flat_index,
+  first_match,
   flat_index,
   offset_of,
   offsets,
@@ -177,11 +178,14 @@ def _with_indices(x, axes, taps, spatial, p: Plan):
   xs = lax.stop_gradient(x)
   if p.indices == "chain":
     return values, chain_flat_index(xs, axes, taps, "max", values.shape, p.fence)
+  w = Windows(x.ndim, axes, taps)
   if p.indices == "block_match":
-    w = Windows(x.ndim, axes, taps)
     return values, block_first_index(xs, w, lax.stop_gradient(values), spatial)
-  off = offsets(xs, None, axes, taps, "max", p.indices)
-  idx = flat_index(Windows(x.ndim, axes, taps), off, spatial)
+  if p.indices == "match":
+    off = first_match(w, xs, lax.stop_gradient(values), "max")
+  else:
+    off = offsets(xs, None, axes, taps, "max", p.indices)
+  idx = flat_index(w, off, spatial)
   return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)
 
 

@@ -138,6 +138,18 @@ def _match(w: Windows, x, y, kind: str, form: str) -> jax.Array:
   return off
 
 
+def first_match(w: Windows, x, y, kind: str) -> jax.Array:
+  """Offset id of each window's first real element equal to ``y`` (or NaN): a select
+  chain over the offsets, padding masked (an all ``-inf`` window matches its first real
+  element, as PyTorch's index)."""
+  off = jnp.zeros(y.shape, jnp.int32)
+  for k, xs in reversed(list(enumerate(w.slices(x, identity(kind, x.dtype))))):
+    hit = _matches(xs, y)
+    real = w.real_mask(k, xs.shape)
+    off = jnp.where(hit if real is None else hit & real, np.int32(k), off)
+  return off
+
+
 def first_max(w: Windows, x, kind: str) -> jax.Array:
   """Offset id of each window's first max (or first NaN), in one compare chain.
 
