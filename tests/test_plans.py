@@ -532,3 +532,20 @@ def test_matched_indices_skip_padding_and_find_the_first_nan():
   want_v, want_i = ref.max_pool_with_indices(x, (5, 5), 1, 2)
   np.testing.assert_array_equal(v, want_v)
   np.testing.assert_array_equal(i, want_i)
+
+
+def test_large_padded_windows_scatter_their_cotangent_on_a_lone_cpu():
+  """Padded windows past the tiles' budget and over ``PLANES_MAX`` elements: the first
+  real match's flat index and one scatter-add; smaller ones, and SPMD, keep the planes."""
+  def taps(window, stride, pad):
+    return geo.window_geometry("max_pool", (8, 56, 56, 64), window, stride, pad, 1, False,
+                               "channels_last")[1]
+
+  lone, spmd = planner.Target("cpu", True), planner.Target("cpu", False)
+  for window, stride, pad in (((5, 5), 1, 2), ((5, 5), 2, 2)):
+    p = planner.plan("max", taps(window, stride, pad), np.float32, lone, size=1605632)
+    assert (p.residual, p.backward, p.address) == ("match_real", "scatter", "flat")
+    p = planner.plan("max", taps(window, stride, pad), np.float32, spmd, size=1605632)
+    assert p.backward == "planes"
+  p = planner.plan("max", taps((4, 4), 2, 1), np.float32, lone, size=1605632)
+  assert p.backward == "planes"

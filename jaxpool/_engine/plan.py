@@ -38,14 +38,15 @@ UNROLL_MAX = 16    # per-axis window unrolled into slices inside a chain; larger
 BLOCK_ARGMAX_MAX = 4  # blocked window elements whose indices come from one variadic reduce
 BLOCKS_MAX = 100   # 2-D max/min window elements reduced as blocks (sums, 3+ axes: any)
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
+PLANES_MAX = 16    # padded untiled window elements routed back by phase planes; more: scatter
 CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
 INT32_MAX = 2**31  # flat scatter positions must fit int32
 FOLD_INNER_MIN = 8  # elements after a summed axis for folding it (one float32 vector)
 
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
-RESIDUALS = ("match_blocks", "match_stacked", "match_slices", "first_max", "first_max_tiled",
-             "input")
+RESIDUALS = ("match_blocks", "match_stacked", "match_slices", "match_real", "first_max",
+             "first_max_tiled", "input")
 BACKWARDS = ("jax", "block", "planes", "scatter", "chain", "chain_scatter")
 INDICES = ("block", "block_match", "match", "first_max", "first_max_tiled", "chain")
 UNPOOLS = ("scatter", "check_select", "select")
@@ -230,6 +231,14 @@ def _scatters_back(taps: Sequence[AxisTaps]) -> bool:
   return not blocked(taps) and all(unpadded(t) for t in taps)
 
 
+def _padded_scatters(taps: Sequence[AxisTaps]) -> bool:
+  """Padded overlapping windows past the tiles' budget and over ``PLANES_MAX`` elements:
+  one phase-plane term per element costs more than one scatter-add (5x5/1 p2: 28-32 ms
+  against 20 ms; 4x4/2 p1 keeps the planes, 4 ms against 5.5 ms)."""
+  return (not blocked(taps) and not tiles_fit(taps)
+          and math.prod(t.window for t in taps) > PLANES_MAX)
+
+
 def _chain_scatters(taps: Sequence[AxisTaps]) -> bool:
   """Large windows and adaptive bins that read no padding and each element at most
   ``CHAIN_READS`` times on average: the chain's indices plus one scatter-add beat routing
@@ -319,6 +328,8 @@ def _cpu_select_derivative(taps, address) -> tuple[str, str]:
       return "match_blocks", "block"
     if _scatters_back(taps) and address == "flat":
       return "first_max", "scatter"
+    if _padded_scatters(taps) and address == "flat":
+      return "match_real", "scatter"
     return offsets_form(taps), "planes"
   if _chain_scatters(taps) and address == "flat":
     return "input", "chain_scatter"
@@ -440,8 +451,6 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "residual='match_stacked' needs unpadded windows"
   if p.backward == "block" and (p.residual == "input" or not blocked(taps)):
     return "backward='block' needs non-overlapping undilated windows and their offsets"
-  if p.fence and op != "sum" and p.residual != "input" and p.indices != "chain":
-    return "fence applies to a sum's cotangent or a chain only"
   if op == "sum":
     if p.backward not in (None, "jax", "planes"):
       return f"backward={p.backward!r} is a max/min form"

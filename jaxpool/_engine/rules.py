@@ -38,7 +38,7 @@ from jaxpool._engine.select import (
 from jaxpool._engine.values import folds, mean_values, pool_values, sum_transpose
 from jaxpool._engine.views import Windows
 from jaxpool._geometry import AxisTaps
-from jaxpool._linear import fence_cotangent, transposed_jvp
+from jaxpool._linear import computed_once, fence_cotangent, transposed_jvp
 
 
 def _run(op, taps, x, run, plan: Plan | None, **kw):
@@ -123,6 +123,8 @@ def _select_backward(x, operands, y, axes, taps, kind, p):
                              address=p.address)
   w = Windows(x.ndim, axes, taps)
   off = offsets(x, y, axes, taps, kind, p.residual)
+  if p.fence:
+    off = computed_once(off, y)
   if p.backward == "block":
     return lambda g: block_back(w, g, off, x)
   if p.backward == "scatter":

@@ -186,6 +186,8 @@ def offsets(x, y, axes, taps, kind: str, form: str) -> jax.Array:
   w = Windows(x.ndim, axes, taps)
   if form == "first_max":
     return first_max(w, x, kind)
+  if form == "match_real":
+    return first_match(w, x, y, kind)
   return _match(w, x, y, kind, form)
 
 
