@@ -17,7 +17,7 @@ from jaxpool._engine import plan as planner
 from jaxpool._engine.dispatch import on_backends
 from jaxpool._engine.plan import Plan
 from jaxpool._engine.views import Windows
-from jaxpool._linear import transposed_jvp
+from jaxpool._linear import computed_once, transposed_jvp
 from jaxpool._scatter import flat_spatial, gather, scatter
 
 
@@ -268,6 +268,8 @@ def unpool(values, idx, blocks, shape: tuple[int, ...], in_window: bool, *,
 
   def run(p):
     def scatter_all(v, i):
+      if p.fence:
+        v, i = computed_once(v, v), computed_once(i, v)
       out = _unpool_scatter(flat_spatial(v, axes), flat_spatial(i, axes), m, axes[0],
                             p.address)
       return out.reshape(shape)

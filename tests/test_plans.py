@@ -549,3 +549,19 @@ def test_large_padded_windows_scatter_their_cotangent_on_a_lone_cpu():
     assert p.backward == "planes"
   p = planner.plan("max", taps((4, 4), 2, 1), np.float32, lone, size=1605632)
   assert p.backward == "planes"
+
+
+def test_scatters_read_indices_made_once_on_cpu():
+  """Unpool's scatter (overlapping windows) and the ``match_real`` scatter-add read
+  indices computed into memory first on CPU: fused, XLA:CPU computes them inside its
+  serial scatter loop. The compare-and-select unpool and other backends are unfenced."""
+  _, taps = geo.window_geometry("max_pool", (2, 9, 9, 3), (3, 3), 2, 1, 1, False,
+                                "channels_last")
+  plans = planner.plans("unpool", taps, np.float32, size=486)
+  assert plans["cpu"].fence and not plans["cuda"].fence and not plans["default"].fence
+  blocked = planner.plans("unpool", _geometry("2x2")[1], np.float32, size=100)
+  assert blocked["cpu"].unpool == "check_select" and not blocked["cpu"].fence
+  _, big = geo.window_geometry("max_pool", (8, 56, 56, 64), (5, 5), 1, 2, 1, False,
+                               "channels_last")
+  assert planner.plan("max", big, np.float32, planner.Target("cpu", True),
+                      size=1605632).fence

@@ -84,12 +84,14 @@ class Plan:
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
-    fence: values XLA:CPU would recompute in each of their readers are computed into
-      memory once (:func:`jaxpool._linear.computed_once`): a mapped sum's cotangent
+    fence: values XLA:CPU would otherwise recompute in each of their readers, or
+      compute inside a serial scatter loop, are computed into memory once
+      (:func:`jaxpool._linear.computed_once`): a mapped sum's cotangent
       (:func:`jaxpool._linear.fence_cotangent`), instead of the expensive map that
-      makes it being fused into every tap of the transpose; and a chain's per-axis max
-      and offsets, instead of each axis's max being recomputed by every compare of the
-      next axis.
+      makes it being fused into every tap of the transpose; a chain's per-axis max and
+      offsets, instead of each axis's max being recomputed by every compare of the next
+      axis; the flat indices a scatter reads (the ``match_real`` backward, unpool's
+      ``scatter``).
   """
 
   values: str | None = None
@@ -304,7 +306,8 @@ def _cpu_plan(op, taps, dtype, target, size, mapped) -> Plan:
   residual, backward = _cpu_select_derivative(taps, address)
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
                 address=address if backward in ("scatter", "chain_scatter") else None,
-                fence=residual == "input" and _chain_rereads(taps))
+                fence=(residual == "input" and _chain_rereads(taps)
+                       or residual == "match_real"))
   if op != "indices":
     return select
   if all(t.regular for t in taps) and blocked(taps) and all(map(unpadded, taps)):
@@ -390,7 +393,9 @@ def _unpool_plan(taps, target, size, in_window) -> Plan:
     form = "check_select"
   else:
     form = "scatter"
-  return Plan(unpool=form, address=address)
+  # XLA:CPU fuses the making of the indices into its serial scatter loop otherwise
+  fence = form == "scatter" and target.platform == "cpu"
+  return Plan(unpool=form, address=address, fence=fence)
 
 
 @functools.cache

@@ -123,12 +123,12 @@ def _select_backward(x, operands, y, axes, taps, kind, p):
                              address=p.address)
   w = Windows(x.ndim, axes, taps)
   off = offsets(x, y, axes, taps, kind, p.residual)
-  if p.fence:
-    off = computed_once(off, y)
   if p.backward == "block":
     return lambda g: block_back(w, g, off, x)
   if p.backward == "scatter":
     idx = flat_index(w, off, tuple(t.size for t in taps))
+    if p.fence:
+      idx = computed_once(idx, y)
     return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
                              address=p.address)
   return functools.partial(planes_back, w, off=off)
