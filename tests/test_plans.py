@@ -565,3 +565,29 @@ def test_scatters_read_indices_made_once_on_cpu():
                                "channels_last")
   assert planner.plan("max", big, np.float32, planner.Target("cpu", True),
                       size=1605632).fence
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_sixteen_bit_max_runs_in_float32_on_cpu(dtype):
+  """The CPU plan upcasts 16-bit max/min: values, offsets and the cotangent routing run
+  in float32 (overlapping windows sum their cotangents there, rounded once), so value,
+  gradient and indices equal the float32 computation cast back."""
+  x = jnp.asarray(ties(np.random.default_rng(2), (2, 9, 9, 3)), dtype)
+  w = jnp.asarray(np.random.default_rng(3).standard_normal((2, 5, 5, 3)), dtype)
+
+  def loss(v, f):
+    return jnp.sum(f(v).astype(jnp.float32) * w.astype(jnp.float32))
+
+  def pool(v):
+    return jaxpool.max_pool(v, (3, 3), 2, 1)
+
+  g16 = jax.grad(loss)(x, pool)
+  g32 = jax.grad(loss)(x.astype(jnp.float32), pool)
+  assert g16.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(g16, np.float32),
+                                np.asarray(g32.astype(dtype), np.float32))
+  v, i = jaxpool.max_pool_with_indices(x, (3, 3), 2, 1)
+  v32, i32 = jaxpool.max_pool_with_indices(x.astype(jnp.float32), (3, 3), 2, 1)
+  assert v.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(v, np.float32), np.asarray(v32, np.float32))
+  np.testing.assert_array_equal(i, i32)

@@ -65,7 +65,9 @@ class Plan:
       ``reduce_window`` over every window dim) or ``"blocks"`` (non-overlapping
       windows: a reshape and one reduce over the window axes). Irregular (adaptive) axes always
       gather their bins afterwards.
-    upcast: max/min of float16/bfloat16 computed in float32 (exact either way).
+    upcast: max/min of float16/bfloat16 computed in float32, values, offsets and
+      cotangent routing alike (exact for the values; overlapping windows' cotangents
+      are summed in float32 and rounded once).
     residual: what the max/min derivative keeps: window offsets of each first max
       (``"match_*"`` compare against the max, ``"first_max*"`` run a compare chain,
       ``_tiled`` per tile) or ``"input"`` (the chain recomputes them).

@@ -12,11 +12,13 @@ Custom rules exist only where a plan's backward is not JAX's own: each is a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxpool._engine import plan as planner
@@ -139,7 +141,21 @@ def _select_backward(x, operands, y, axes, taps, kind, p):
 _select_pool = transposed_jvp(_select_values, _select_backward, static=4)
 
 
+def _in_float32(fn, x, p: Plan):
+  """``fn(x, p)`` computed in float32 when the plan upcasts a 16-bit input (values,
+  offsets and cotangent routing alike; XLA:CPU emulates 16-bit arithmetic op by op),
+  the float outputs cast back: exact for max/min."""
+  if not p.upcast:
+    return fn(x, p)
+  out = fn(x.astype(np.float32), dataclasses.replace(p, upcast=False))
+  if isinstance(out, tuple):
+    return (out[0].astype(x.dtype), *out[1:])
+  return out.astype(x.dtype)
+
+
 def _select(x, axes, taps, kind, p: Plan) -> jax.Array:
+  if p.upcast and p.indices is None:
+    return _in_float32(lambda x, p: _select(x, axes, taps, kind, p), x, p)
   if jnp.issubdtype(x.dtype, jnp.inexact) and p.backward != "jax":
     return _select_pool(x, axes, taps, kind, p)
   return _select_values(x, axes, taps, kind, p)
@@ -172,6 +188,8 @@ _block_argmax = transposed_jvp(_block_argmax_values, _block_argmax_backward, sta
 
 
 def _with_indices(x, axes, taps, spatial, p: Plan):
+  if p.upcast and p.indices != "block":
+    return _in_float32(lambda x, p: _with_indices(x, axes, taps, spatial, p), x, p)
   if p.indices == "block":
     if jnp.issubdtype(x.dtype, jnp.inexact):
       return _block_argmax(x, axes, taps, spatial, p.upcast)
