@@ -422,6 +422,9 @@ def test_lp_cotangent_is_computed_once_on_cpu_only():
                         (planner.Target("accelerator", True), False)):
     assert planner.plan("sum", taps, np.float32, target, mapped=True).fence == fence
     assert not planner.plan("sum", taps, np.float32, target).fence
+  # several CPU devices (SPMD): the fence's read of one element would be a collective
+  assert not planner.plan("sum", taps, np.float32, planner.Target("cpu", False),
+                          mapped=True).fence
 
   def lp(v):
     return jaxpool.lp_pool(v, 2.0, (3, 3), 2)

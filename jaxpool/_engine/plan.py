@@ -87,13 +87,14 @@ class Plan:
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
     fence: values XLA:CPU would otherwise recompute in each of their readers, or
-      compute inside a serial scatter loop, are computed into memory once
+      compute inside a serial scatter loop, computed into memory once
       (:func:`jaxpool._linear.computed_once`): a mapped sum's cotangent
       (:func:`jaxpool._linear.fence_cotangent`), instead of the expensive map that
       makes it being fused into every tap of the transpose; a chain's per-axis max and
       offsets, instead of each axis's max being recomputed by every compare of the next
       axis; the flat indices a scatter reads (the ``match_real`` backward, unpool's
-      ``scatter``).
+      ``scatter``). A lone CPU device only: the fence reads one element of its key,
+      which under SPMD partitioning would be a collective.
   """
 
   values: str | None = None
@@ -304,12 +305,13 @@ def _cpu_plan(op, taps, dtype, target, size, mapped) -> Plan:
     strided = all(t.stride > 1 and unpadded(t) for t in taps if not t.identity)
     planes = all(t.regular for t in taps) and not strided
     # XLA:CPU recomputes the map that makes the cotangent in every tap of the transpose
-    return Plan(values=values, backward="planes" if planes else "jax", fence=mapped)
+    return Plan(values=values, backward="planes" if planes else "jax",
+                fence=mapped and target.lone)
   residual, backward = _cpu_select_derivative(taps, address)
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
                 address=address if backward in ("scatter", "chain_scatter") else None,
-                fence=(residual == "input" and _chain_rereads(taps)
-                       or residual == "match_real"))
+                fence=target.lone and (residual == "input" and _chain_rereads(taps)
+                                       or residual == "match_real"))
   if op != "indices":
     return select
   if all(t.regular for t in taps) and blocked(taps) and all(map(unpadded, taps)):
@@ -396,7 +398,7 @@ def _unpool_plan(taps, target, size, in_window) -> Plan:
   else:
     form = "scatter"
   # XLA:CPU fuses the making of the indices into its serial scatter loop otherwise
-  fence = form == "scatter" and target.platform == "cpu"
+  fence = form == "scatter" and target.platform == "cpu" and target.lone
   return Plan(unpool=form, address=address, fence=fence)
 
 
