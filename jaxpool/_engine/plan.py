@@ -238,8 +238,8 @@ def _scatters_back(taps: Sequence[AxisTaps]) -> bool:
 
 def _padded_scatters(taps: Sequence[AxisTaps]) -> bool:
   """Padded overlapping windows past the tiles' budget and over ``PLANES_MAX`` elements:
-  one phase-plane term per element costs more than one scatter-add (5x5/1 p2: 28-32 ms
-  against 20 ms; 4x4/2 p1 keeps the planes, 4 ms against 5.5 ms)."""
+  one phase-plane term per element costs more than one scatter-add there (measured in
+  ``benchmarks/README.md``, "Sweep fixes")."""
   return (not blocked(taps) and not tiles_fit(taps)
           and math.prod(t.window for t in taps) > PLANES_MAX)
 
@@ -323,8 +323,8 @@ def _cpu_plan(op, taps, dtype, target, size, mapped) -> Plan:
   elif not blocked(taps) and tile_count(taps) > 1 and tiles_fit(taps):
     indices = "first_max_tiled"
   else:
-    # untiled: matching the planned values beats the compare chain (5x5/1 p2: 9 ms
-    # against 20 ms); tiled windows keep the chain per tile
+    # untiled: matching the planned values beats the compare chain; tiled windows keep
+    # the chain per tile (benchmarks/README.md, "Sweep fixes")
     indices = "match"
   return dataclasses.replace(select, indices=indices)
 
@@ -435,7 +435,6 @@ def axis_sum_forms(size: int, inner: int) -> dict[str, str]:
   """:func:`axis_sum_form` per ``lax.platform_dependent`` platform, as :func:`plans`."""
   return {key: axis_sum_form(size, inner, Target(platform, True))
           for key, platform in PLATFORMS.items()}
-
 
 
 # ----------------------------------------------------------------------------- forcing plans

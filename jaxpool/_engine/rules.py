@@ -112,7 +112,7 @@ def axis_sum(x: jax.Array, axis: int) -> jax.Array:
 
 
 def _select_values(x, axes, taps, kind, p):
-  return pool_values(x, axes, taps, kind, p.values, p.upcast)
+  return pool_values(x, axes, taps, kind, p.values)
 
 
 def _select_backward(x, operands, y, axes, taps, kind, p):
@@ -154,7 +154,7 @@ def _in_float32(fn, x, p: Plan):
 
 
 def _select(x, axes, taps, kind, p: Plan) -> jax.Array:
-  if p.upcast and p.indices is None:
+  if p.upcast:  # with indices, _with_indices has cast already
     return _in_float32(lambda x, p: _select(x, axes, taps, kind, p), x, p)
   if jnp.issubdtype(x.dtype, jnp.inexact) and p.backward != "jax":
     return _select_pool(x, axes, taps, kind, p)

@@ -132,20 +132,17 @@ def _match(w: Windows, x, y, kind: str, form: str) -> jax.Array:
     hit = jnp.stack([_matches(xs, y) for xs in w.slices(x, fill)])
     ids = np.arange(n, dtype=np.int32).reshape((-1,) + (1,) * y.ndim)
     return jnp.min(jnp.where(hit, ids, n), axis=0)
-  off = jnp.zeros(y.shape, jnp.int32)
-  for k, xs in reversed(list(enumerate(w.slices(x, fill)))):
-    off = jnp.where(_matches(xs, y), np.int32(k), off)
-  return off
+  return first_match(w, x, y, kind, masked=False)
 
 
-def first_match(w: Windows, x, y, kind: str) -> jax.Array:
-  """Offset id of each window's first real element equal to ``y`` (or NaN): a select
-  chain over the offsets, padding masked (an all ``-inf`` window matches its first real
-  element, as PyTorch's index)."""
+def first_match(w: Windows, x, y, kind: str, masked: bool = True) -> jax.Array:
+  """Offset id of each window's first element equal to ``y`` (or NaN): a select chain
+  over the offsets. ``masked``: padding never matches (an all ``-inf`` window matches
+  its first real element, as PyTorch's index); unmasked, see :func:`_match`."""
   off = jnp.zeros(y.shape, jnp.int32)
   for k, xs in reversed(list(enumerate(w.slices(x, identity(kind, x.dtype))))):
     hit = _matches(xs, y)
-    real = w.real_mask(k, xs.shape)
+    real = w.real_mask(k, xs.shape) if masked else None
     off = jnp.where(hit if real is None else hit & real, np.int32(k), off)
   return off
 
@@ -270,7 +267,7 @@ def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
   ``y``: the least relative index among the window's positions that match it (the
   first NaN when ``y`` is NaN), on the blocked view: a compare, then a min folded over
   each window axis (:func:`~jaxpool._engine.values.folds`; XLA:CPU's reduce over these
-  non-minor axes was 1.5-4x slower)."""
+  non-minor axes is slower)."""
   xb = w.blocks(x, identity("max", x.dtype))
   rel = w.block_iota(np.asarray(w.deltas(spatial), np.int32))
   first = jnp.where(_matches(xb, w.expand(y)), rel, np.int32(np.iinfo(np.int32).max))

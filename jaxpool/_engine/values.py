@@ -65,12 +65,9 @@ def folds(x: jax.Array, axis: int, kind: str) -> jax.Array:
 
 
 def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
-                form: str | None, upcast: bool = False) -> jax.Array:
+                form: str | None) -> jax.Array:
   """Max/min/sum over the windows: the regular axes in ``form``, then each irregular
   axis by a gather."""
-  dtype = x.dtype
-  if upcast:
-    x = x.astype(np.float32)
   fill = identity(kind, x.dtype)
   regular = [(a, t) for a, t in zip(axes, taps) if t.regular and not t.identity]
   ra, rt = tuple(a for a, _ in regular), tuple(t for _, t in regular)
@@ -92,7 +89,7 @@ def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kin
   for a, t in zip(axes, taps):
     if not t.regular:
       x = reduce_axis(x, a, t, kind, "gather")
-  return x.astype(dtype)
+  return x
 
 
 # ----------------------------------------------------------------------------- averages
