@@ -94,12 +94,13 @@ def _no_tangent(a) -> jax.Array:
 def computed_once(a: jax.Array, key: jax.Array) -> jax.Array:
   """``a``, computed into memory once rather than fused into each of its readers.
 
-  XLA:CPU drops ``lax.optimization_barrier`` before fusing, so an expensive elementwise
-  map feeding a window-sum transpose (``lp_pool``'s ``total ** (1/p - 1)``) is recomputed
-  in every tap that reads it. A conditional is a fusion boundary: ``a`` passes through
-  one whose predicate is always true, read at run time from the bits of ``key``'s first
-  element so that it cannot be folded (the other branch, never taken, negates; equal
-  branches would be merged). Linear in ``a``; under ``vmap`` the conditional becomes a
+  XLA:CPU drops ``lax.optimization_barrier`` before fusing, so a value computed by an
+  expensive map (``lp_pool``'s cotangent, made from the window sums) is recomputed in
+  every tap of a window-sum transpose that reads it, or inside a serial scatter loop.
+  A conditional is a fusion boundary: ``a`` passes through one whose predicate is
+  always true, read at run time from the bits of ``key``'s first element so that it
+  cannot be folded (the other branch, never taken, negates; equal branches would be
+  merged). Linear in ``a``; under ``vmap`` the conditional becomes a
   select and ``a`` is again fused.
   """
   if key.size == 0:

@@ -271,7 +271,7 @@ def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
   xb = w.blocks(x, identity("max", x.dtype))
   rel = w.block_iota(np.asarray(w.deltas(spatial), np.int32))
   first = jnp.where(_matches(xb, w.expand(y)), rel, np.int32(np.iinfo(np.int32).max))
-  for a in reversed(w.window_axes):  # XLA:CPU's reduce over non-minor axes is slow
+  for a in reversed(w.window_axes):
     first = folds(first, a, "min")
   return (first.reshape(y.shape) + w.origins(spatial)).astype(jnp.int32)
 
