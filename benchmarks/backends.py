@@ -30,21 +30,21 @@ from benchmarks.run import _first, _jax_callable, _torch_callable, cases
 from jaxpool._engine import plan as planner
 
 
-def _cpu_plan(op, taps, dtype, size, in_window):
+def _cpu_plan(op, taps, dtype, size, in_window, mapped=False):
   return planner.plan(op, taps, dtype, planner.Target("cpu", True), size=size,
-                      in_window=in_window)
+                      in_window=in_window, mapped=mapped)
 
 
-def _canonical(op, taps, dtype, size, in_window):
+def _canonical(op, taps, dtype, size, in_window, mapped=False):
   return planner.plan(op, taps, dtype, planner.Target("accelerator", True), size=size,
-                      in_window=in_window)
+                      in_window=in_window, mapped=mapped)
 
 
-def _window_custom(op, taps, dtype, size, in_window):
+def _window_custom(op, taps, dtype, size, in_window, mapped=False):
   """reduce_window values in the input dtype, with the CPU plans' max/min derivative
   forms at every window size (no flat scatter: those need a lone CPU device)."""
   p = planner.plan(op, taps, dtype, planner.Target("accelerator", True), size=size,
-                   in_window=in_window)
+                   in_window=in_window, mapped=mapped)
   if op not in ("max", "min", "indices") or p.backward != "jax":
     return p
   cpu = planner.plan(op, taps, dtype, planner.Target("cpu", False), size=size)
@@ -60,8 +60,8 @@ def forced_plans(variant):
   """While tracing: every op gets the plan ``variant`` names, on any backend."""
   original = planner.plans
 
-  def forced(op, taps, dtype, *, size=0, in_window=False):
-    p = variant(op, taps, dtype, size, in_window)
+  def forced(op, taps, dtype, *, size=0, in_window=False, mapped=False):
+    p = variant(op, taps, dtype, size, in_window, mapped)
     return dict.fromkeys(planner.PLATFORMS, p)
 
   planner.plans = forced
@@ -116,9 +116,8 @@ def measure(case, batch: int, rounds: int, rng) -> dict:
     tdtype = torch.bfloat16 if case.dtype == "bfloat16" else torch.float32
     to = [torch.from_numpy(np.moveaxis(np.asarray(a, np.float32), -1, 1).copy())
           .to(device=device, dtype=tdtype) for a in args]
-    if to[0].ndim in (4, 5):
-      fmt = torch.channels_last if to[0].ndim == 4 else torch.channels_last_3d
-      to = [t.contiguous(memory_format=fmt) for t in to]
+    fmts = {4: torch.channels_last, 5: torch.channels_last_3d}
+    to = [t.contiguous(memory_format=fmts[t.ndim]) if t.ndim in fmts else t for t in to]
     sync = (lambda o: torch.cuda.synchronize()) if device == "cuda" else (lambda o: o)
     contenders["torch"] = (_torch_callable(torch, case.torch, case.backward), tuple(to), sync)
   times = {name: [] for name in contenders}

@@ -191,7 +191,8 @@ def _layer_cases(torch) -> list[Case]:
     samples_t = torch.from_numpy(samples)
 
     def frac_torch(x):
-      return F.fractional_max_pool2d(x, 2, output_size=(28, 28), _random_samples=samples_t)
+      return F.fractional_max_pool2d(x, 2, output_size=(28, 28),
+                                     _random_samples=_on(samples_t, x.device))
 
   frac = dict(jaxpool=lambda x: jaxpool.fractional_max_pool(x, (2, 2), (28, 28),
                                                             samples=samples),
@@ -204,6 +205,15 @@ def _layer_cases(torch) -> list[Case]:
       Case("timm_catavgmax_1x1", (32, 7, 7, 2048),
            lambda x: jaxpool.adaptive_catavgmax_pool(x, (1, 1)), None,
            catavgmax_torch if torch else None),
+      Case("timm_catavgmax_1x1", (32, 7, 7, 2048),
+           lambda x: jaxpool.adaptive_catavgmax_pool(x, (1, 1)), None,
+           catavgmax_torch if torch else None, backward=True),
+      Case("video_global_max_3d", (4, 16, 28, 28, 256),
+           lambda x: jaxpool.global_max_pool(x, 3), lambda x: jnp.max(x, axis=(1, 2, 3)),
+           (lambda x: F.adaptive_max_pool3d(x, 1).flatten(1)) if torch else None),
+      Case("video_global_max_3d", (4, 16, 28, 28, 256),
+           lambda x: jaxpool.global_max_pool(x, 3), lambda x: jnp.max(x, axis=(1, 2, 3)),
+           (lambda x: F.adaptive_max_pool3d(x, 1).flatten(1)) if torch else None, backward=True),
       Case("blurpool_3_s2", (16, 56, 56, 128), lambda x: jaxpool.blur_pool(x, 3), None,
            (lambda x: kornia.filters.blur_pool2d(x, 3, 2)) if kornia else None),
       Case("blurpool_3_s2", (16, 56, 56, 128), lambda x: jaxpool.blur_pool(x, 3), None,

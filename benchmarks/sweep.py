@@ -2,7 +2,8 @@
 PyTorch (channels_last, its fast CPU layout) and Flax where it has the op, forward and
 forward+backward.
 
-    python -m benchmarks.sweep [--only OP ...] [--min-time S] [--rounds K]
+    python -m benchmarks.sweep [--only OP ...] [--min-time S] [--rounds K] [--batch N]
+                               [--out DIR]
 
 The grid is ops x classes. Each class is one realistic shape of one kind of geometry:
 window against stride (non-overlapping, overlapping, gapped), window size (small,
@@ -17,6 +18,11 @@ Writes the table to stdout (per-op worst and median ratio, the worst 10 cells),
 ``benchmarks/results/sweep.json`` and ``benchmarks/results/sweep.png`` (a heat map of
 the ratio to PyTorch, op x class, forward and forward+backward). Not part of the test
 command; it takes about 10 minutes on 2 CPU cores.
+
+On a GPU (JAX's default backend ``gpu`` and a CUDA build of PyTorch) both sides run on
+the device: PyTorch's tensors move there, each sample is ``--batch`` back-to-back calls
+with one synchronisation (default 10 there, 1 on CPU), so the launch queue, not one
+round trip, is what is timed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pathlib
 import statistics
 import time
 from collections.abc import Callable
@@ -215,9 +222,28 @@ def adaptive_cells() -> list[Cell]:
   return cells
 
 
-def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int) -> dict:
+def _torch_device(torch) -> str:
+  on_gpu = torch is not None and torch.cuda.is_available() and jax.default_backend() == "gpu"
+  return "cuda" if on_gpu else "cpu"
+
+
+def _timed_batch(f, args, sync, batch: int) -> float:
+  if batch == 1:
+    return _time(f, args, sync)
+  start = time.perf_counter()
+  out = None
+  for _ in range(batch):
+    out = f(*args)
+  sync(out)
+  return (time.perf_counter() - start) / batch
+
+
+def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int,
+            batch: int = 1) -> dict:
   g = cell.geometry
   torch = _torch()
+  device = _torch_device(torch)
+  torch_sync = (lambda o: torch.cuda.synchronize()) if device == "cuda" else (lambda o: o)
   dtype = jnp.bfloat16 if g.dtype == "bfloat16" else jnp.float32
   x_cl = rng.standard_normal(g.shape, dtype=np.float32)
   x = jnp.asarray(np.moveaxis(x_cl, -1, 1) if g.layout == "channels_first" else x_cl, dtype)
@@ -242,13 +268,13 @@ def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int) -> di
       pass
   if torch is not None and cell.torch is not None:
     tdtype = torch.bfloat16 if g.dtype == "bfloat16" else torch.float32
-    tx = _to_torch(torch, x_cl, tdtype)
+    tx = _to_torch(torch, x_cl, tdtype).to(device)
     try:
       ty = _first(cell.torch(tx))
     except (RuntimeError, ValueError, TypeError) as e:
       print(f"  torch refuses {cell.op} {cell.cls}: {str(e).splitlines()[0][:80]}")
     else:
-      tg = torch.from_numpy(np.array(gy, np.float32)).to(tdtype)
+      tg = torch.from_numpy(np.array(gy, np.float32)).to(device=device, dtype=tdtype)
       tg = tg.reshape(ty.shape) if tg.numel() == ty.numel() else None
       if not backward or tg is not None:
         runs["torch"] = _torch_callable(torch, cell.torch, backward)
@@ -258,13 +284,13 @@ def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int) -> di
     names = list(runs)
     names = names[r % len(names):] + names[:r % len(names)]
     for name in names:
-      sync = (lambda o: o) if name == "torch" else jax.block_until_ready
+      sync = torch_sync if name == "torch" else jax.block_until_ready
       _time(runs[name], args[name], sync)  # one untimed call in the block
       spent, count = 0.0, 0
       while count < 3 or (spent < min_time and count < 200):
-        t = _time(runs[name], args[name], sync)
+        t = _timed_batch(runs[name], args[name], sync, batch)
         times[name].append(t)
-        spent, count = spent + t, count + 1
+        spent, count = spent + t * batch, count + 1
   ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
   row = {"op": cell.op, "class": cell.cls, "pass": "fwd+bwd" if backward else "fwd",
          "shape": list(g.shape), "dtype": g.dtype, "layout": g.layout, "ms": ms,
@@ -341,28 +367,33 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--only", nargs="*", default=None, help="ops to run")
   parser.add_argument("--min-time", type=float, default=0.04)
   parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--batch", type=int, default=None,
+                      help="calls per timed sample (default: 10 on a GPU, 1 on CPU)")
+  parser.add_argument("--out", default=str(RESULTS), help="folder for sweep.json/png")
   args = parser.parse_args(argv)
+  batch = args.batch or (10 if _torch_device(_torch()) == "cuda" else 1)
+  out = pathlib.Path(args.out)
   cells = windowed_cells() + adaptive_cells()
   if args.only:
     cells = [c for c in cells if c.op in args.only]
   rng = np.random.default_rng(0)
   rows, start = [], time.perf_counter()
+  out.mkdir(parents=True, exist_ok=True)
   for cell in cells:
     for backward in (False, True):
-      rows.append(measure(cell, backward, rng, args.min_time, args.rounds))
+      rows.append(measure(cell, backward, rng, args.min_time, args.rounds, batch))
       jax.clear_caches()
       r = rows[-1]
       print(f"  {r['op']:12s} {r['class']:26s} {r['pass']:8s} "
             f"{r.get('vs_torch', float('nan')):6.2f}x  ({time.perf_counter() - start:.0f} s)",
             flush=True)
+    (out / "sweep.json").write_text(json.dumps(rows, indent=1))  # what a cut run has
   print(f"{len(rows)} cells in {time.perf_counter() - start:.0f} s on {jax.default_backend()}\n")
   print(summary(rows))
   worst = sorted((r for r in rows if "vs_torch" in r), key=lambda r: -r["vs_torch"])[:10]
   print("\nWorst 10:\n\n" + table(worst))
   print("\nEvery cell:\n\n" + table(rows))
-  RESULTS.mkdir(exist_ok=True)
-  (RESULTS / "sweep.json").write_text(json.dumps(rows, indent=1))
-  heatmap(rows, RESULTS / "sweep.png")
+  heatmap(rows, out / "sweep.png")
   return rows
 
 

@@ -229,7 +229,8 @@ def test_unpool_default_checks_indices_first(rng, geometry, use_jit):
         flat_g, np.clip(idx.reshape(6, -1), 0, m - 1), 1).reshape(idx.shape), 0)
     np.testing.assert_array_equal(dv, want)
   hlo = jax.jit(lambda a, b: jaxpool.max_unpool(a, b, **kw)).lower(v, i).compile().as_text()
-  assert "conditional" in hlo
+  # the check is the lone CPU device's plan; CUDA keeps the scatter (run on an H100)
+  assert ("conditional" in hlo) == (jax.default_backend() == "cpu")
 
 
 def test_unpool_in_window_overlapping_windows_scatter(rng):

@@ -282,6 +282,7 @@ ACCELERATED = {  # ops whose windows are regular: one reduce_window, JAX's own d
     "adaptive_avg_even": lambda x: jaxpool.adaptive_avg_pool(x, (2, 4)),
     "global_max": lambda x: jaxpool.global_max_pool(x, 2),
     "indices_3x3s2p1": lambda x: jaxpool.max_pool_with_indices(x, (3, 3), 2, 1),
+    "avg_4x4": lambda x: jaxpool.avg_pool(x, (4, 4)),
 }
 
 
@@ -291,21 +292,104 @@ def test_accelerators_get_reduce_window(name, platform):
   """The GPU/TPU program holds its plan: reduce_window forward in the input dtype and no
   CPU-only form (tiles concatenate, flat scatters, a float32 copy of a bfloat16 max).
   The max/min derivative is JAX's select_and_scatter on TPU; on CUDA for windows over
-  ``SMALL`` elements only (smaller ones measured faster through the phase planes)."""
+  ``SMALL`` elements only (smaller ones measured faster through the phase planes).
+  CUDA reduces non-overlapping windows over ``SMALL`` elements as blocks (a reshape and
+  a reduce: ``test_cuda_reduces_large_blocks``)."""
   fn = ACCELERATED[name]
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 3)), jnp.bfloat16)
   fwd, grad = _program(fn, x, platform), _program(_grad(fn), x, platform)
-  assert "reduce_window" in _ops(fwd)
   assert not _ops(fwd) & {"concatenate", "scatter"}, _ops(fwd)
   assert "scatter" not in _ops(grad)
+  blocks = platform == "cuda" and name in CUDA_BLOCKS
+  assert ("reduce_window" in _ops(fwd)) != blocks
   if name.startswith(("avg", "lp", "adaptive_avg")):
     assert "concatenate" not in _ops(grad)
     return
   assert "f32" not in fwd  # 16-bit max stays 16-bit
-  jax_rule = platform == "tpu" or name in ("max_7x7", "global_max")
+  jax_rule = platform == "tpu" or name == "max_7x7"
   assert ("select_and_scatter" in _ops(grad)) == jax_rule
   if jax_rule:
     assert "concatenate" not in _ops(grad)
+
+
+CUDA_BLOCKS = ("global_max", "avg_4x4")
+
+
+@pytest.mark.parametrize("name", CUDA_BLOCKS)
+def test_cuda_reduces_large_blocks(name):
+  """On CUDA, non-overlapping windows over ``SMALL`` elements are a reshape and one
+  reduce, and their derivative reads no window: reduce_window's transpose (the average)
+  read each cotangent once per window element, select_and_scatter (the max) was slower
+  still (benchmarks/README.md, "Plans per backend"). The forced plan matches the
+  reference here, value and gradient."""
+  fn = ACCELERATED[name]
+  x = randn(np.random.default_rng(0), (2, 8, 8, 3))
+  grad = _program(_grad(fn), x, "cuda")
+  assert not _ops(grad) & {"reduce_window", "select_and_scatter", "scatter"}, _ops(grad)
+  _, taps = geo.window_geometry("max_pool", x.shape, (4, 4), 4, 0, 1, False,
+                                "channels_last")
+  for op in ("sum", "max"):
+    cuda = planner.plan(op, taps, np.float32, planner.Target("gpu", True))
+    assert cuda.values == "blocks"
+    assert cuda.backward == ("jax" if op == "sum" else "block")
+    tpu = planner.plan(op, taps, np.float32, planner.Target("accelerator", True))
+    assert tpu.values == "window"
+  cuda = planner.plan("max", taps, np.float32, planner.Target("gpu", True))
+  y, vjp = jax.vjp(lambda v: select_pool(v, (1, 2), taps, "max", plan=cuda), x)
+  g = randn(np.random.default_rng(1), y.shape)
+  first = np.moveaxis(np.asarray(x), -1, 1)
+  np.testing.assert_array_equal(np.moveaxis(np.asarray(y), -1, 1),
+                                ref.max_pool(first, (4, 4), (4, 4), 0))
+  want = ref.max_pool_grad(first, np.moveaxis(np.asarray(g), -1, 1), (4, 4), (4, 4), 0)
+  np.testing.assert_array_equal(np.moveaxis(np.asarray(vjp(g)[0]), -1, 1), want)
+
+
+FLOAT64_MAX_OPS = {  # the max/min family, windows over SMALL elements (JAX's rule in f32)
+    "max_7x7": lambda x: jaxpool.max_pool(x, (7, 7), 1, 3),
+    "min_5x5s2p2": lambda x: jaxpool.min_pool(x, (5, 5), 2, 2),
+    "indices_5x5p2": lambda x: jaxpool.max_pool_with_indices(x, (5, 5), 1, 2)[0],
+    "adaptive_max_even": lambda x: jaxpool.adaptive_max_pool(x, (2, 2)),
+    "adaptive_avgmax": lambda x: jaxpool.adaptive_avgmax_pool(x, (2, 2)),
+    "global_max": lambda x: jaxpool.global_max_pool(x, 2),
+    "max_3d_3x3x3": lambda x: jaxpool.max_pool(x.reshape(2, 6, 6, 8, 1), (3, 3, 3), 1),
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT64_MAX_OPS))
+def test_cuda_float64_forward_mode_keeps_full_precision(name):
+  """JAX's forward-mode max rule lowers on CUDA to a reduce_window over value and tangent
+  packed in one 64-bit word: float64 keeps 20 mantissa bits and JAX warns. The CUDA
+  plan routes float64 through the custom derivative forms instead (the warning is an
+  error in this suite), for jvp and the hessian's jvp-of-grad alike."""
+  fn = FLOAT64_MAX_OPS[name]
+  with jax.enable_x64(True):
+    x = jnp.zeros((2, 12, 12, 2), jnp.float64)
+    for f in (lambda v, u: jax.jvp(fn, (v,), (u,))[1],
+              lambda v, u: jax.jvp(jax.grad(lambda w: jnp.sum(fn(w) ** 2)), (v,), (u,))[1]):
+      export.export(jax.jit(f), platforms=("cuda",))(x, x)  # warns on reduced precision
+
+
+def test_cuda_float64_plan_is_exact():
+  """The float64 CUDA plan of a 7x7 window (reduce_window values, the phase-plane
+  derivative), forced here: on distinct inputs its jvp is the tangent at each window's
+  maximum, to float64 precision (a central difference agrees to 1e-9)."""
+  with jax.enable_x64(True):
+    x = jnp.asarray(np.random.default_rng(0).permutation(2 * 12 * 12 * 2)
+                    .reshape(2, 12, 12, 2) / 577.0, jnp.float64)
+    t = jnp.asarray(np.random.default_rng(1).standard_normal(x.shape), jnp.float64)
+    _, taps = geo.window_geometry("max_pool", x.shape, (7, 7), 1, 3, 1, False,
+                                  "channels_last")
+    cuda = planner.plan("max", taps, np.float64, planner.Target("gpu", True))
+    assert cuda.values == "window" and cuda.backward != "jax"
+    assert planner.plan("max", taps, np.float32, planner.Target("gpu", True)).backward == "jax"
+
+    def fn(v):
+      return select_pool(v, (1, 2), taps, "max", plan=cuda)
+    np.testing.assert_array_equal(fn(x), jaxpool.max_pool(x, (7, 7), 1, 3))
+    dy = jax.jit(lambda v, u: jax.jvp(fn, (v,), (u,))[1])(x, t)
+    eps = 1e-6
+    np.testing.assert_allclose(dy, (fn(x + eps * t) - fn(x - eps * t)) / (2 * eps),
+                               rtol=1e-9, atol=1e-9)
 
 
 def test_accelerators_keep_a_custom_rule_only_for_dilation():

@@ -264,6 +264,11 @@ def _is_16bit_float(dtype) -> bool:
   return jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4
 
 
+def _is_64bit_float(dtype) -> bool:
+  dtype = np.dtype(dtype)
+  return jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize == 8
+
+
 def _address(target: Target, size: int) -> str:
   if target.platform == "cpu" and target.lone and size < INT32_MAX:
     return "flat"  # XLA:CPU's serial scatter loop is fastest with one index per update
@@ -362,11 +367,30 @@ def _canonical_plan(op, taps, dtype) -> Plan:
 
 
 def _gpu_plan(op, taps, dtype) -> Plan:
-  """CUDA: the canonical plan, but the max/min derivative of windows of at most
-  ``SMALL`` elements routes the cotangent through the reshape's transpose or the phase
-  planes, which beat ``select_and_scatter`` there (larger windows do not)."""
+  """CUDA: the canonical plan, except where a measurement there said otherwise
+  (benchmarks/README.md, "Plans per backend"):
+
+  - non-overlapping windows over ``SMALL`` elements (whole axes, adaptive bins that
+    divide evenly) reduce as blocks: a reshape and one reduce, whose derivative is a
+    broadcast (the sum) or the blocks' first match (max/min); ``reduce_window``'s
+    transpose reads every cotangent once per window element there;
+  - the max/min derivative of windows of at most ``SMALL`` elements routes the
+    cotangent through the reshape's transpose or the phase planes, which beat
+    ``select_and_scatter`` there (larger windows do not);
+  - 64-bit floats take those derivative forms at every window size: JAX's forward-mode
+    rule on CUDA (``select_and_gather_add``) packs value and tangent into one 64-bit
+    word, which for float64 keeps 20 of their 52 mantissa bits (it warns; ``jvp``,
+    ``jacfwd`` and the hessian would be wrong from the seventh digit)."""
   p = _canonical_plan(op, taps, dtype)
-  if p.backward != "jax" or op == "sum" or math.prod(t.window for t in taps) > SMALL:
+  size = math.prod(t.window for t in taps)
+  if (op in ("sum", "max", "min") and size > SMALL and blocked(taps)
+      and all(t.regular for t in taps)):
+    if op == "sum":
+      return dataclasses.replace(p, values="blocks")
+    return dataclasses.replace(p, values="blocks", residual="match_blocks", backward="block")
+  if p.backward != "jax" or op == "sum":
+    return p
+  if size > SMALL and not _is_64bit_float(dtype):
     return p
   residual, backward = _cpu_select_derivative(taps, "batched")
   return dataclasses.replace(p, residual=residual, backward=backward)
