@@ -20,13 +20,20 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.run import _first, _jax_callable, _torch_callable, cases
+from benchmarks.run import (
+    _batch_time,
+    _first,
+    _jax_callable,
+    _torch,
+    _torch_callable,
+    _torch_device,
+    cases,
+)
 from jaxpool._engine import plan as planner
 
 
@@ -73,24 +80,6 @@ def forced_plans(variant):
     jax.clear_caches()
 
 
-def _torch_device():
-  try:
-    import torch
-  except ImportError:
-    return None, None
-  return torch, ("cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu"
-                 else "cpu")
-
-
-def _batch_time(f, args, sync, batch: int) -> float:
-  start = time.perf_counter()
-  out = None
-  for _ in range(batch):
-    out = f(*args)
-  sync(out)
-  return (time.perf_counter() - start) / batch
-
-
 def measure(case, batch: int, rounds: int, rng) -> dict:
   dtype = jnp.bfloat16 if case.dtype == "bfloat16" else jnp.float32
   x = jnp.asarray(rng.standard_normal(case.shape, dtype=np.float32), dtype)
@@ -111,7 +100,8 @@ def measure(case, batch: int, rounds: int, rng) -> dict:
       contenders["flax"] = (f.lower(*args).compile(), args, jax.block_until_ready)
     except NotImplementedError:
       pass
-  torch, device = _torch_device()
+  torch = _torch()
+  device = _torch_device(torch)
   if torch is not None and case.torch is not None:
     tdtype = torch.bfloat16 if case.dtype == "bfloat16" else torch.float32
     to = [torch.from_numpy(np.moveaxis(np.asarray(a, np.float32), -1, 1).copy())

@@ -305,6 +305,24 @@ def _time(f, args, sync) -> float:
   return time.perf_counter() - start
 
 
+def _batch_time(f, args, sync, batch: int) -> float:
+  """Seconds per call over ``batch`` back-to-back calls and one synchronisation (on a GPU
+  the launch queue, not one round trip, is what a training step pays)."""
+  start = time.perf_counter()
+  out = None
+  for _ in range(batch):
+    out = f(*args)
+  sync(out)
+  return (time.perf_counter() - start) / batch
+
+
+def _torch_device(torch) -> str:
+  """Where PyTorch runs beside JAX: ``"cuda"`` when JAX's backend is a GPU and PyTorch has
+  CUDA, else ``"cpu"``."""
+  on_gpu = torch is not None and torch.cuda.is_available() and jax.default_backend() == "gpu"
+  return "cuda" if on_gpu else "cpu"
+
+
 MAX_REPEATS_FACTOR = 20
 
 

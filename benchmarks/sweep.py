@@ -43,12 +43,14 @@ import numpy as np
 import jaxpool
 from benchmarks.run import (
     RESULTS,
+    _batch_time,
     _first,
     _jax_callable,
     _time,
     _to_torch,
     _torch,
     _torch_callable,
+    _torch_device,
 )
 
 SHAPE2 = (8, 56, 56, 64)       # NHWC: a ResNet stage
@@ -222,22 +224,6 @@ def adaptive_cells() -> list[Cell]:
   return cells
 
 
-def _torch_device(torch) -> str:
-  on_gpu = torch is not None and torch.cuda.is_available() and jax.default_backend() == "gpu"
-  return "cuda" if on_gpu else "cpu"
-
-
-def _timed_batch(f, args, sync, batch: int) -> float:
-  if batch == 1:
-    return _time(f, args, sync)
-  start = time.perf_counter()
-  out = None
-  for _ in range(batch):
-    out = f(*args)
-  sync(out)
-  return (time.perf_counter() - start) / batch
-
-
 def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int,
             batch: int = 1) -> dict:
   g = cell.geometry
@@ -288,7 +274,7 @@ def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int,
       _time(runs[name], args[name], sync)  # one untimed call in the block
       spent, count = 0.0, 0
       while count < 3 or (spent < min_time and count < 200):
-        t = _timed_batch(runs[name], args[name], sync, batch)
+        t = _batch_time(runs[name], args[name], sync, batch)
         times[name].append(t)
         spent, count = spent + t * batch, count + 1
   ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
