@@ -20,10 +20,10 @@ _LOWERING = """
   decides; measurements in ``benchmarks/README.md``). GPU and TPU: one
   ``lax.reduce_window`` over the window dims in the input's dtype, differentiated by
   JAX's own rule (``select_and_scatter`` for max/min), except where JAX has no rule
-  with these semantics (dilated max/min) and, on CUDA, the max/min gradient of windows
-  of at most 9 elements (and of every float64 window), which routes the cotangent
-  through pads and selects, and non-overlapping windows over 9 elements, a reshape and
-  one reduce. CPU:
+  with these semantics (dilated max/min), and on CUDA: non-overlapping windows over 9
+  elements are a reshape and one reduce, and the max/min gradient of windows of at most
+  9 elements (of every window in float64) routes the cotangent through pads and
+  selects. CPU:
   small windows as strided slices of the input fused per tile, larger ones as
   separable slices or ``reduce_window`` per axis; max/min of float16/bfloat16 in
   float32 (exact); the max/min gradient a scatter-add on a lone device, else pads and

@@ -7,9 +7,10 @@ import pytest
 import jaxpool  # noqa: F401  (imported before the freeze below)
 
 # The suite traces and compiles thousands of programs; with CPython's default collector
-# thresholds (700, 10, 10) each worker ran about 2,700 collections, 10-12 s of an 85 s
-# file (benchmarks/README.md, "Test suite time"). Collecting 140x less often, with the
-# modules imported so far frozen out of every collection, leaves the same garbage found.
+# thresholds (700, 10, 10) each worker ran about 2,700 collections, 9.5-12.4 s of an 88 s
+# file (benchmarks/README.md, "Test suite time"). Collecting 140x less often (the garbage
+# is still found, later), with the modules imported so far frozen out of every
+# collection, took that file to 74 s.
 gc.collect()
 gc.freeze()
 gc.set_threshold(100_000, 50, 100)
