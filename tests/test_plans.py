@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import reference as ref
 from jax import export
-from util import randn, ties
+from util import from_layout, randn, ties
 
 import jaxpool
 from jaxpool import _geometry as geo
@@ -337,11 +337,11 @@ def test_cuda_reduces_large_blocks(name):
   cuda = planner.plan("max", taps, np.float32, planner.Target("gpu", True))
   y, vjp = jax.vjp(lambda v: select_pool(v, (1, 2), taps, "max", plan=cuda), x)
   g = randn(np.random.default_rng(1), y.shape)
-  first = np.moveaxis(np.asarray(x), -1, 1)
-  np.testing.assert_array_equal(np.moveaxis(np.asarray(y), -1, 1),
+  first = from_layout(x, "channels_last")
+  np.testing.assert_array_equal(from_layout(y, "channels_last"),
                                 ref.max_pool(first, (4, 4), (4, 4), 0))
-  want = ref.max_pool_grad(first, np.moveaxis(np.asarray(g), -1, 1), (4, 4), (4, 4), 0)
-  np.testing.assert_array_equal(np.moveaxis(np.asarray(vjp(g)[0]), -1, 1), want)
+  want = ref.max_pool_grad(first, from_layout(g, "channels_last"), (4, 4), (4, 4), 0)
+  np.testing.assert_array_equal(from_layout(vjp(g)[0], "channels_last"), want)
 
 
 FLOAT64_MAX_OPS = {  # the max/min family, windows over SMALL elements (JAX's rule in f32)
