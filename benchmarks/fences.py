@@ -2,14 +2,16 @@
 compiled twice, once as planned and once with one plan field changed (the planner
 patched while it compiles), timed interleaved in one process, medians of batches.
 
-    python -m benchmarks.fences [--rounds 9]
+    python -m benchmarks.fences [--rounds 9] [--only TEXT ...]
 
 Rows: the ``fence`` field (values computed into memory once where XLA:CPU would fuse
 them into every reader or into a serial scatter loop) for lp's cotangent, max chains
 over shared elements and unpool's scatter; the ``match_real`` scatter backward of large
 padded windows against the phase planes; ``upcast`` of 16-bit max (float32 throughout)
 against 16-bit arithmetic; the channel mean folded against one reduce; indices matched
-against the compare chain, and blocked indices against the per-axis chain.
+against the compare chain, blocked indices against the per-axis chain, and adaptive bins
+that repeat viewed by slices (``bins="periods"``) against the gather. ``--only`` runs the
+cases whose name contains one of the given texts.
 """
 
 from __future__ import annotations
@@ -65,6 +67,19 @@ CASES = {
     "indices whole 56x56 fwd: per-axis chain": (
         S, "float32", lambda x: jaxpool.max_pool_with_indices(x, (56, 56)),
         "indices", {"indices": "chain", "fence": False}),
+    "adaptive max 56->80 fwd (8, 56, 56, 16): gathered bins": (
+        (8, 56, 56, 16), "float32", lambda x: jaxpool.adaptive_max_pool(x, (80, 80)),
+        "max", {"bins": None}),
+    "adaptive max 56->80 fwd+bwd (8, 56, 56, 16): gathered bins": (
+        (8, 56, 56, 16), "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (80, 80))),
+        "max", {"bins": None}),
+    "adaptive indices 56->80 fwd (8, 56, 56, 16): gathered bins": (
+        (8, 56, 56, 16), "float32",
+        lambda x: jaxpool.adaptive_max_pool_with_indices(x, (80, 80)),
+        "indices", {"bins": None}),
+    "adaptive max 28->12 fwd+bwd: gathered bins": (
+        (8, 28, 28, 64), "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (12, 12))),
+        "max", {"bins": None}),
     "channel mean channels_first (32, 512, 14, 14): one reduce": (
         (32, 512, 14, 14), "float32",
         lambda x: jaxpool.channel_pool(x, "avg", data_format="channels_first",
@@ -115,11 +130,14 @@ def _medians(runs: dict, x, rounds: int) -> dict[str, float]:
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--rounds", type=int, default=9)
+  parser.add_argument("--only", nargs="*", default=None, metavar="TEXT")
   args = parser.parse_args(argv)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, rounds={args.rounds}\n")
   print("| case | planned ms | changed ms | planned / changed |")
   print("| --- | ---: | ---: | ---: |")
   for name, (shape, dtype, f, op, change) in CASES.items():
+    if args.only and not any(text in name for text in args.only):
+      continue
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), dtype)
     runs = {"planned": _compiled(f, x, None, None), "changed": _compiled(f, x, op, change)}
     ms = _medians(runs, x, args.rounds)

@@ -344,6 +344,50 @@ def test_cuda_reduces_large_blocks(name):
   np.testing.assert_array_equal(from_layout(vjp(g)[0], "channels_last"), want)
 
 
+def test_period_of_adaptive_bins():
+  """Adaptive bins of ``n`` into ``o`` repeat every ``n / gcd(n, o)`` elements."""
+  assert planner.period(bin_taps(56, 80)) == (7, 10)
+  assert planner.period(bin_taps(10, 4)) == (5, 2)
+  assert planner.period(bin_taps(9, 5)) == (9, 5)  # one period: slices, no gather
+  assert planner.period(bin_taps(1024, 50)) is None  # 25 bins of ~21: over the budget
+  assert planner.period(bin_taps(56, 7)) is None  # regular: a reshape
+  # bins that do not repeat (not adaptive ones), and bins crossing a period's end
+  assert planner.period(geo.AxisTaps(6, 3, 2, starts=(0, 3, 4), widths=(2, 1, 2))) is None
+  assert planner.period(geo.AxisTaps(6, 2, 4, starts=(0, 2), widths=(4, 4))) is None
+
+
+@pytest.mark.parametrize("op", ["max", "indices"])
+def test_repeating_bins_are_sliced_on_cpu(op):
+  """Adaptive bins that repeat (56 -> 80 repeats every 7 elements) are read by slices on
+  CPU: the program of values, indices and gradient has no gather and no scatter (the
+  gather and its scatter transpose were 2-2.3x slower, benchmarks/README.md, "Adaptive
+  bins that repeat"). Accelerators keep the gather."""
+  taps = (bin_taps(14, 20), bin_taps(10, 4))
+  for platform, bins in (("cpu", "periods"), ("gpu", None), ("accelerator", None)):
+    assert planner.plan(op, taps, np.float32, planner.Target(platform, True)).bins == bins
+  x = ties(np.random.default_rng(0), (2, 14, 10, 3))
+
+  def f(v):
+    if op == "max":
+      return jaxpool.adaptive_max_pool(v, (20, 4))
+    return jaxpool.adaptive_max_pool_with_indices(v, (20, 4))
+
+  text = _program(lambda v: (f(v), _grad(f)(v)), x, "cpu")
+  assert not _ops(text) & {"gather", "scatter"}, _ops(text)
+  assert "gather" in _ops(_program(f, x, "tpu"))
+  first = from_layout(x, "channels_last")
+  want, idx = ref.adaptive_max_pool_with_indices(first, (20, 4))
+  out = jax.tree.leaves(f(x))
+  np.testing.assert_array_equal(from_layout(out[0], "channels_last"), want)
+  if op == "indices":
+    np.testing.assert_array_equal(from_layout(out[1], "channels_last"), idx)
+  g = randn(np.random.default_rng(1), out[0].shape)
+  dx = jax.vjp(lambda v: jax.tree.leaves(f(v))[0], x)[1](g)[0]
+  np.testing.assert_allclose(from_layout(dx, "channels_last"),
+                             _routed(first, from_layout(g, "channels_last"), idx),
+                             rtol=1e-6, atol=1e-6)
+
+
 FLOAT64_MAX_OPS = {  # the max/min family, windows over SMALL elements (JAX's rule in f32)
     "max_7x7": lambda x: jaxpool.max_pool(x, (7, 7), 1, 3),
     "min_5x5s2p2": lambda x: jaxpool.min_pool(x, (5, 5), 2, 2),

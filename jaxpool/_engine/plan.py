@@ -42,6 +42,7 @@ PLANES_MAX = 16    # padded untiled window elements routed back by phase planes;
 CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
 INT32_MAX = 2**31  # flat scatter positions must fit int32
 FOLD_INNER_MIN = 8  # elements after a summed axis for folding it (one float32 vector)
+PERIOD_SLICES_MAX = 64  # slices (bins x offsets) of one period of adaptive bins; more: a gather
 
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
@@ -50,6 +51,7 @@ RESIDUALS = ("match_blocks", "match_stacked", "match_slices", "match_real", "fir
 BACKWARDS = ("jax", "block", "planes", "scatter", "chain", "chain_scatter")
 INDICES = ("block", "block_match", "match", "first_max", "first_max_tiled", "chain")
 UNPOOLS = ("scatter", "check_select", "select")
+BINS = ("gather", "periods")
 ADDRESSES = ("flat", "iota", "batched")
 OPS = ("max", "min", "sum", "indices", "unpool")
 
@@ -83,6 +85,11 @@ class Plan:
       chain), ``"first_max"`` / ``"first_max_tiled"`` (compare chain) or ``"chain"``.
     unpool: ``"scatter"``, ``"check_select"`` (a check that every index lies in its
       window, then a compare-and-select instead of the scatter) or ``"select"``.
+    bins: how a max/min chain views the bins of adaptive (irregular) axes: ``"gather"``
+      (one static gather; ``None`` is the same) or ``"periods"`` (bins that repeat
+      every few elements, as adaptive bins do every ``size / gcd(size, out)``: a reshape
+      into equal groups and one slice per bin offset of a group, so that no gather
+      and no scatter is emitted; see :func:`period`).
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
@@ -103,12 +110,14 @@ class Plan:
   backward: str | None = None
   indices: str | None = None
   unpool: str | None = None
+  bins: str | None = None
   address: str | None = None
   fence: bool = False
 
   def __post_init__(self):
     for name, forms in (("values", VALUES), ("residual", RESIDUALS), ("backward", BACKWARDS),
-                        ("indices", INDICES), ("unpool", UNPOOLS), ("address", ADDRESSES)):
+                        ("indices", INDICES), ("unpool", UNPOOLS), ("bins", BINS),
+                        ("address", ADDRESSES)):
       value = getattr(self, name)
       if value is not None and value not in forms:
         raise ValueError(f"Plan: {name} must be None or one of {forms}, got {value!r}.")
@@ -202,14 +211,36 @@ def values_form(taps: Sequence[AxisTaps], kind: str) -> str:
   return "axes"
 
 
-def axis_form(t: AxisTaps) -> str:
+def axis_form(t: AxisTaps, bins: str | None = None) -> str:
   """How one axis of a chain views its windows: a reshape (non-overlapping), one slice
-  per offset (up to ``UNROLL_MAX``), or a static gather."""
+  per offset (up to ``UNROLL_MAX``), one slice per bin offset of a period of adaptive
+  bins (``bins="periods"`` and :func:`period` finds one), or a static gather."""
   if t.regular and t.dilation == 1 and t.stride >= t.window:
     return "reshape"
   if t.regular and t.window <= UNROLL_MAX:
     return "slices"
+  if bins == "periods" and period(t) is not None:
+    return "periods"
   return "gather"
+
+
+def period(t: AxisTaps) -> tuple[int, int] | None:
+  """``(elements, bins)`` per period of irregular taps whose bins repeat: bin ``i + bins``
+  is bin ``i`` moved by ``elements``, and no bin crosses a period's end. Adaptive bins
+  of ``size`` into ``out`` repeat every ``size / gcd(size, out)`` elements. ``None``
+  when they do not, or when one period takes more than ``PERIOD_SLICES_MAX`` slices."""
+  if t.regular:
+    return None
+  groups = math.gcd(t.size, t.out)
+  elements, bins = t.size // groups, t.out // groups
+  starts, widths = np.asarray(t.starts), np.asarray(t.widths)
+  i = np.arange(t.out)
+  repeats = ((starts == (i // bins) * elements + starts[i % bins]).all()
+             and (widths == widths[i % bins]).all()
+             and (starts[:bins] + widths[:bins] <= elements).all())
+  if not repeats or int(widths[:bins].sum()) > PERIOD_SLICES_MAX:
+    return None
+  return elements, bins
 
 
 def offsets_form(taps: Sequence[AxisTaps]) -> str:
@@ -313,7 +344,9 @@ def _cpu_plan(op, taps, dtype, target, size, mapped) -> Plan:
     return Plan(values=values, backward="planes" if planes else "jax",
                 fence=mapped and target.lone)
   residual, backward = _cpu_select_derivative(taps, address)
+  periodic = any(period(t) is not None for t in taps)
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
+                bins="periods" if periodic else None,
                 address=address if backward in ("scatter", "chain_scatter") else None,
                 fence=target.lone and (residual == "input" and _chain_rereads(taps)
                                        or residual == "match_real"))
@@ -542,6 +575,8 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
               {"residual": "match_blocks", "backward": "block"}]
   if op == "sum":
     swaps += [{"backward": "jax"}, {"backward": "planes"}, {"fence": not base.fence}]
+  if any(not t.regular for t in taps):
+    swaps += [{"bins": b} for b in (None, *BINS)]
   if op == "indices":
     swaps += [{"indices": i} for i in INDICES]
     swaps.append({"indices": "block", "values": None, "residual": None, "backward": None})

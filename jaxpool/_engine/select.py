@@ -23,11 +23,14 @@ from jaxpool._engine.values import folds, reduce_axis, reduce_window
 from jaxpool._engine.views import (
   Windows,
   expand,
+  from_periods,
   gathered,
   identity,
+  in_periods,
   input_shape,
   interleave,
   iota,
+  period_slices,
   tiled,
 )
 from jaxpool._geometry import AxisTaps
@@ -60,6 +63,14 @@ def _first_match_axis(x, y, axis: int, t: AxisTaps, kind: str, form: str) -> jax
         hit = hit & expand(real[:, j], y.ndim, axis, 1)
       off = jnp.where(hit, np.int32(j), off)
     return off
+  if form == "periods":
+    offs = []
+    for parts, yb in zip(period_slices(x, axis, t), in_periods(y, axis, t)):
+      off = jnp.zeros(yb.shape, jnp.int32)
+      for k in reversed(range(len(parts))):
+        off = jnp.where(_matches(parts[k], yb), np.int32(k), off)
+      offs.append(off)
+    return from_periods(offs, axis)
   xw = gathered(x, axis, t, fill)
   hit = _matches(xw, jnp.expand_dims(y, axis + 1))
   if not real.all():
@@ -70,9 +81,13 @@ def _first_match_axis(x, y, axis: int, t: AxisTaps, kind: str, form: str) -> jax
 
 def _select_axis(e, off, axis: int, t: AxisTaps, form: str) -> jax.Array:
   """``e``'s value at window offset ``off`` along ``axis`` (linear in ``e``)."""
+  zero = np.zeros((), e.dtype)
+  if form == "periods":  # a sum of masked slices: its transpose pads, no scatter
+    return from_periods([functools.reduce(lax.add, [
+        jnp.where(ob == k, part, zero) for k, part in enumerate(parts)])
+        for parts, ob in zip(period_slices(e, axis, t), in_periods(off, axis, t))], axis)
   if form != "gather":
     return select_at(Windows(e.ndim, (axis,), (t,)), e, off)
-  zero = np.zeros((), e.dtype)
   ew = gathered(e, axis, t, zero)
   ids = expand(np.arange(t.window, dtype=np.int32), ew.ndim, axis + 1, 1)
   picked = jnp.where(jnp.expand_dims(off, axis + 1) == ids, ew, zero)
@@ -84,20 +99,21 @@ def _once(a: jax.Array, fence: bool) -> jax.Array:
 
 
 def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
-                 extras: Sequence[jax.Array],
-                 fence: bool = False) -> tuple[jax.Array, list[jax.Array]]:
+                 extras: Sequence[jax.Array], fence: bool = False,
+                 bins: str | None = None) -> tuple[jax.Array, list[jax.Array]]:
   """Max/min over the windows, and each of ``extras`` at the first-max position.
 
   ``extras`` must broadcast against ``x`` (they are padded with 0 and never selected
   from padding). ``fence``: each axis's max and selected extras are computed into
   memory once (:func:`~jaxpool._linear.computed_once`); fused, XLA:CPU recomputes an
-  axis's max in every compare of the next axis's windows.
+  axis's max in every compare of the next axis's windows. ``bins``: the plan's view of
+  adaptive bins (:func:`~jaxpool._engine.plan.axis_form`).
   """
   extras = list(extras)
   for axis, t in reversed(list(zip(axes, taps))):
     if t.identity:
       continue
-    form = planner.axis_form(t)
+    form = planner.axis_form(t, bins)
     y = _once(reduce_axis(x, axis, t, kind, form), fence)
     off = _first_match_axis(x, y, axis, t, kind, form)
     extras = [_once(_select_axis(e, off, axis, t, form), fence) for e in extras]
@@ -276,14 +292,16 @@ def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
   return (first.reshape(y.shape) + w.origins(spatial)).astype(jnp.int32)
 
 
-def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False) -> jax.Array:
+def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False,
+                     bins: str | None = None) -> jax.Array:
   """int32 flat spatial index of each window's first max (min), by :func:`select_chain`."""
   spatial = tuple(t.size for t in taps)
-  _, (idx,) = select_chain(x, axes, taps, kind, [iota(x.ndim, axes, spatial)], fence)
+  _, (idx,) = select_chain(x, axes, taps, kind, [iota(x.ndim, axes, spatial)], fence, bins)
   return jnp.broadcast_to(idx, out_shape).astype(jnp.int32)
 
 
-def chain_back(x, axes, taps, kind: str, g, fence: bool = False) -> jax.Array:
+def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
+               bins: str | None = None) -> jax.Array:
   """VJP of :func:`select_chain`'s values: route ``g`` back one axis at a time.
 
   The forward chain's offsets are recomputed from ``x``; each strided-slice axis routes
@@ -295,7 +313,7 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False) -> jax.Array:
   for axis, t in reversed(list(zip(axes, taps))):
     if t.identity:
       continue
-    form = planner.axis_form(t)
+    form = planner.axis_form(t, bins)
     if form == "slices":
       # reduce_window and the offsets' forms are computed once; a max over slices
       # would be fused into, and recomputed by, every consumer

@@ -14,7 +14,15 @@ import numpy as np
 from jax import lax
 
 from jaxpool._engine import plan as planner
-from jaxpool._engine.views import Windows, identity, interleave, stacked, tiled
+from jaxpool._engine.views import (
+  Windows,
+  from_periods,
+  identity,
+  interleave,
+  period_slices,
+  stacked,
+  tiled,
+)
 from jaxpool._geometry import AxisTaps
 
 COMBINE = {"max": lax.max, "min": lax.min, "sum": lax.add}
@@ -26,6 +34,9 @@ def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str) -> j
   fill = identity(kind, x.dtype)
   if form == "slices":
     return functools.reduce(COMBINE[kind], Windows(x.ndim, (axis,), (t,)).slices(x, fill))
+  if form == "periods":
+    return from_periods([functools.reduce(COMBINE[kind], parts)
+                         for parts in period_slices(x, axis, t)], axis)
   return _REDUCE[kind](stacked(x, axis, t, fill, form), axis=axis + 1)
 
 
@@ -65,9 +76,9 @@ def folds(x: jax.Array, axis: int, kind: str) -> jax.Array:
 
 
 def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
-                form: str | None) -> jax.Array:
+                form: str | None, bins: str | None = None) -> jax.Array:
   """Max/min/sum over the windows: the regular axes in ``form``, then each irregular
-  axis by a gather."""
+  axis in the view :func:`~jaxpool._engine.plan.axis_form` names for ``bins``."""
   fill = identity(kind, x.dtype)
   regular = [(a, t) for a, t in zip(axes, taps) if t.regular and not t.identity]
   ra, rt = tuple(a for a, _ in regular), tuple(t for _, t in regular)
@@ -88,7 +99,7 @@ def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kin
     x = reduce_window(x, ra, rt, kind)
   for a, t in zip(axes, taps):
     if not t.regular:
-      x = reduce_axis(x, a, t, kind, "gather")
+      x = reduce_axis(x, a, t, kind, planner.axis_form(t, bins))
   return x
 
 

@@ -2,7 +2,8 @@
 
 One of each: padding (:func:`pad`), one strided slice per window offset and the
 non-overlapping reshape (:class:`Windows`), the static gather of irregular bins
-(:func:`gathered`), border/interior tiles (:func:`tiled`) and the interleave of stride
+(:func:`gathered`) and the slices of bins that repeat (:func:`period_slices`),
+border/interior tiles (:func:`tiled`) and the interleave of stride
 phases (:func:`interleave`). Static geometry (offsets, which taps are real, flat index
 origins) lives on :class:`Windows` too; what to compute with the views is the layers
 above.
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxpool._engine.plan import blocked, segments
+from jaxpool._engine.plan import blocked, period, segments
 from jaxpool._geometry import AxisTaps, row_major_strides
 
 
@@ -177,6 +178,30 @@ def gathered(x: jax.Array, axis: int, t: AxisTaps, fill: np.ndarray) -> jax.Arra
   if not real.all():
     xw = jnp.where(expand(real, xw.ndim, axis, 2), xw, fill.astype(x.dtype))
   return xw
+
+
+def period_slices(x: jax.Array, axis: int, t: AxisTaps) -> list[list[jax.Array]]:
+  """Repeating bins (:func:`~jaxpool._engine.plan.period`) by slices: ``x`` viewed as
+  ``(..., groups, elements, ...)`` along ``axis``, and per bin of one period the
+  ``(..., groups, 1, ...)`` slices of its offsets (its real ones only)."""
+  elements, bins = period(t)
+  xg = x.reshape(x.shape[:axis] + (t.size // elements, elements) + x.shape[axis + 1:])
+  return [[lax.slice_in_dim(xg, s + k, s + k + 1, axis=axis + 1) for k in range(w)]
+          for s, w in zip(t.starts[:bins], t.widths[:bins])]
+
+
+def in_periods(y: jax.Array, axis: int, t: AxisTaps) -> list[jax.Array]:
+  """An output-shaped ``y`` as :func:`period_slices` sees its bins: one
+  ``(..., groups, 1, ...)`` slice per bin of a period."""
+  _, bins = period(t)
+  yg = y.reshape(y.shape[:axis] + (t.out // bins, bins) + y.shape[axis + 1:])
+  return [lax.slice_in_dim(yg, b, b + 1, axis=axis + 1) for b in range(bins)]
+
+
+def from_periods(parts: Sequence[jax.Array], axis: int) -> jax.Array:
+  """Per-bin results shaped as :func:`in_periods` gives them, back to ``(..., out, ...)``."""
+  y = jnp.concatenate(parts, axis=axis + 1)
+  return y.reshape(y.shape[:axis] + (-1,) + y.shape[axis + 2:])
 
 
 def stacked(x: jax.Array, axis: int, t: AxisTaps, fill: np.ndarray, form: str) -> jax.Array:
