@@ -45,6 +45,8 @@ FUNCTIONS = {
     "max_unpool_in_window": (lambda x: _unpool(x, indices_in_window=True), True),
     "adaptive_avg_pool": (lambda x: jaxpool.adaptive_avg_pool(x, (5, 7)), True),
     "adaptive_max_pool": (lambda x: jaxpool.adaptive_max_pool(x, (5, 7)), True),
+    # 16 -> 20 bins repeat every 4 elements: sliced in periods on CPU
+    "adaptive_max_pool_periods": (lambda x: jaxpool.adaptive_max_pool(x, (20, 7)), True),
     "adaptive_max_pool_with_indices": (
         lambda x: jaxpool.adaptive_max_pool_with_indices(x, (5, 7)), False),
     "global_avg_pool": (lambda x: jaxpool.global_avg_pool(x, 2), True),

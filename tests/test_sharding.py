@@ -18,11 +18,11 @@ def test_spmd_on_eight_devices():
 
   # every function and layout is checked
   fns = {r["fn"] for r in results}
-  assert len(fns) == 19 + 5 and len(results) == 56 + 19 + 2 * 5
-  assert len([r for r in results if r["sharded"] == "shard_map"]) == 19 + 5
+  assert len(fns) == 20 + 5 and len(results) == 59 + 20 + 2 * 5
+  assert len([r for r in results if r["sharded"] == "shard_map"]) == 20 + 5
   # batch and channel sharding need no collectives
   strict = [r for r in results if r["expect_no_collectives"]]
-  assert len(strict) == 27 + 9 + 5
+  assert len(strict) == 29 + 9 + 5
   assert [r for r in strict if r["collectives"]] == []
   # every sharding matches the unsharded computation
   assert [r for r in results if not r["correct"]] == []
