@@ -85,11 +85,12 @@ class Plan:
       chain), ``"first_max"`` / ``"first_max_tiled"`` (compare chain) or ``"chain"``.
     unpool: ``"scatter"``, ``"check_select"`` (a check that every index lies in its
       window, then a compare-and-select instead of the scatter) or ``"select"``.
-    bins: how a max/min chain views the bins of adaptive (irregular) axes: ``"gather"``
-      (one static gather; ``None`` is the same) or ``"periods"`` (bins that repeat
-      every few elements, as adaptive bins do every ``size / gcd(size, out)``: a reshape
-      into equal groups and one slice per bin offset of a group, so that no gather
-      and no scatter is emitted; see :func:`period`).
+    bins: how max/min values, offsets and the chain derivative read the bins of
+      adaptive (irregular) axes: ``"gather"`` (one static gather; ``None`` is the same)
+      or ``"periods"`` (bins that repeat every few elements, as adaptive bins do every
+      ``size / gcd(size, out)``: a reshape into equal groups and one slice per bin
+      offset of a group, so that no gather and no scatter is emitted; see
+      :func:`period`).
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
