@@ -2,9 +2,9 @@
 
 One of each: padding (:func:`pad`), one strided slice per window offset and the
 non-overlapping reshape (:class:`Windows`), the static gather of irregular bins
-(:func:`gathered`) and the slices of bins that repeat (:func:`period_slices`),
-border/interior tiles (:func:`tiled`) and the interleave of stride
-phases (:func:`interleave`). Static geometry (offsets, which taps are real, flat index
+(:func:`gathered`), the slices of bins that repeat (:func:`period_slices`),
+border/interior tiles (:func:`tiled`) and the interleave of stride phases
+(:func:`interleave`). Static geometry (offsets, which taps are real, flat index
 origins) lives on :class:`Windows` too; what to compute with the views is the layers
 above.
 """
