@@ -10,8 +10,8 @@ over shared elements and unpool's scatter; the ``match_real`` scatter backward o
 padded windows against the phase planes; ``upcast`` of 16-bit max (float32 throughout)
 against 16-bit arithmetic; the channel mean folded against one reduce; indices matched
 against the compare chain, blocked indices against the per-axis chain, and adaptive bins
-that repeat viewed by slices (``bins="periods"``) against the gather. ``--only`` runs the
-cases whose name contains one of the given texts.
+that repeat viewed by slices (``bins="periods"``) against the gather (planned for max,
+tried for sums). ``--only`` runs the cases whose name contains one of the given texts.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ S = (8, 56, 56, 64)
 
 def _grad(f):
   return jax.grad(lambda v: jnp.sum(f(v).astype(jnp.float32)))
+
+
+def _grad_of_square(f):
+  """The gradient of ``sum(f(x) ** 2)``: its cotangent ``2 f(x)`` is a runtime value (a
+  sum pool's gradient under a constant cotangent is a constant, which XLA folds)."""
+  return jax.grad(lambda v: jnp.sum(f(v).astype(jnp.float32) ** 2))
 
 
 def _pool_unpool(window, strides, padding):
@@ -80,6 +86,17 @@ CASES = {
     "adaptive max 28->12 fwd+bwd: gathered bins": (
         (8, 28, 28, 64), "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (12, 12))),
         "max", {"bins": None}),
+    "adaptive avg 56->80 fwd (8, 56, 56, 16): bins in periods": (
+        (8, 56, 56, 16), "float32", lambda x: jaxpool.adaptive_avg_pool(x, (80, 80)),
+        "sum", {"bins": "periods"}),
+    "adaptive avg 56->80 fwd+bwd (8, 56, 56, 16): bins in periods": (
+        (8, 56, 56, 16), "float32",
+        _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(x, (80, 80))),
+        "sum", {"bins": "periods"}),
+    "adaptive avg 28->12 fwd+bwd: bins in periods": (
+        (8, 28, 28, 64), "float32",
+        _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(x, (12, 12))),
+        "sum", {"bins": "periods"}),
     "channel mean channels_first (32, 512, 14, 14): one reduce": (
         (32, 512, 14, 14), "float32",
         lambda x: jaxpool.channel_pool(x, "avg", data_format="channels_first",
