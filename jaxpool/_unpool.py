@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import checkify
+from jax import lax
 from jax.typing import ArrayLike
 
 from jaxpool import _geometry as geo
@@ -129,9 +129,11 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
 
   Indices that do not fit the output (outside ``[0, prod(spatial_out))``, as after an
   odd-sized input unpooled to the default size) are an error wherever they can be seen:
-  a ``ValueError`` when the call runs eagerly on concrete indices, a ``checkify`` error
-  under :func:`jax.experimental.checkify.checkify`. **Inside plain** ``jit`` **they
-  cannot be checked, and their values are dropped.**
+  a ``ValueError`` when the call runs eagerly on concrete indices, a ``checkify``
+  out-of-bounds error under :func:`jax.experimental.checkify.checkify` with its index
+  checks (``errors=checkify.index_checks`` or ``all_checks``, as for JAX's own
+  scatters). **Inside plain** ``jit`` **they cannot be checked, and their values are
+  dropped.** The check adds no effect to the program, so ``jit`` keeps its fast dispatch.
 
   Lowering: one scatter (forward) and one gather (backward). With several devices their
   batch and channel axes are batching dimensions, so SPMD partitioning along them needs
@@ -236,14 +238,25 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
 
 def _check_indices(fn: str, indices: jax.Array, m: int, size: tuple[int, ...]) -> None:
   """Indices outside ``[0, m)``: a ``ValueError`` when they are concrete (an eager call),
-  a ``checkify`` error under ``checkify``; inside plain ``jit`` nothing can see them."""
+  an out-of-bounds error under ``checkify`` with its index checks; inside plain ``jit``
+  nothing can see them.
+
+  Traced, the indices read a dummy ``(m,)`` array through one gather whose result is
+  unused: ``checkify``'s index checks flag it exactly when an index lies outside
+  ``[0, m)``, as for JAX's own scatters, and plain ``jit`` drops it. A
+  ``checkify.debug_check`` would also fire under ``user_checks``, but its effect makes
+  every ``jit`` around ``max_unpool`` leave JAX's C++ dispatch path (measured in
+  ``benchmarks/README.md``).
+  """
+  if isinstance(indices, jax.core.Tracer):
+    lax.gather(np.zeros((m,), np.int8), indices.reshape(-1, 1),
+               lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=(0,),
+                                          start_index_map=(0,)),
+               slice_sizes=(1,), mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    return
   hint = (f"the output's spatial volume is {m} (output size {size}); if the pooled input "
           f"had an odd size, pass its shape as output_size=x.shape (PyTorch raises 'Found "
           f"an invalid max index' here)")
-  if isinstance(indices, jax.core.Tracer):
-    checkify.debug_check(jnp.all((indices >= 0) & (indices < m)),
-                         f"{fn}: an index lies outside [0, {m}): {hint}.")
-    return
   flat = np.asarray(indices).ravel()
   bad = np.flatnonzero((flat < 0) | (flat >= m))
   if bad.size:

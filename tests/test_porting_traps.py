@@ -89,18 +89,24 @@ def test_unpool_default_size_after_odd_input_raises_eagerly():
     jaxpool.max_unpool(v, i, (2, 2))
 
 
-def test_unpool_bad_indices_are_a_checkify_error():
+@pytest.mark.parametrize("errors", ["index_checks", "all_checks"])
+def test_unpool_bad_indices_are_a_checkify_error(errors):
   _, v, i = _odd_pool()
+  errors = getattr(checkify, errors)
   checked = checkify.checkify(jax.jit(lambda v, i: jaxpool.max_unpool(v, i, (2, 2))),
-                              errors=checkify.all_checks)
+                              errors=errors)
   err, _ = checked(v, i)
-  assert err.get() is not None
+  assert err.get() is not None and "out-of-bounds" in err.get()
   with pytest.raises(checkify.JaxRuntimeError):
     err.throw()
   ok, _ = checkify.checkify(jax.jit(lambda v, i: jaxpool.max_unpool(v, i, (2, 2),
                                                                     output_size=(15, 17))),
-                            errors=checkify.all_checks)(v, i)
+                            errors=errors)(v, i)
   assert ok.get() is None
+  negative = checkify.checkify(jax.jit(lambda v, i: jaxpool.max_unpool(v, i, (2, 2),
+                                                                       output_size=(15, 17))),
+                               errors=errors)(v, jnp.asarray(i).at[0, 0, 0, 0].set(-1))[0]
+  assert negative.get() is not None
 
 
 def test_unpool_accepts_the_pooled_inputs_shape():

@@ -248,8 +248,13 @@ def x64():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_jit(name):
+  """jit equals the eager call, and the program has no effects: an effect (a
+  ``checkify.debug_check``, a callback) sends every call of the jitted function through
+  JAX's Python dispatch path instead of its C++ one."""
   fn, x = ROWS[name][0], _input(name)
-  _same(jax.jit(fn)(x), fn(x), rtol=1e-6, atol=1e-7)
+  jitted = jax.jit(fn)
+  assert not jitted.trace(x).jaxpr.effects
+  _same(jitted(x), fn(x), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", NAMES)
