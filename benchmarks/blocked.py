@@ -1,7 +1,8 @@
-"""Non-overlapping max windows on XLA:CPU: the planned values form (``blocks``, a reshape
-and one reduce, for windows up to ``BLOCKS_MAX`` elements or over 3+ axes) against one
-``reduce_window`` per axis (the form max/min had before), forward, in one process,
-interleaved, medians of batches; and avg+max at (1, 1) as planned (two reductions)
+"""Non-overlapping max windows on XLA:CPU: the planned values form against the other one,
+forward, in one process, interleaved, medians of batches (``blocks``, a reshape and one
+reduce, for windows up to ``BLOCKS_MAX`` elements, over 3+ axes, with at least
+``BLOCKS_INNER_MIN`` elements after the pooled axes, or over whole trailing axes; else
+one ``reduce_window`` per axis, ``axes``); and avg+max at (1, 1) as planned (two reductions)
 against one variadic reduce (a single read of the input); and non-overlapping max with
 indices, planned against one variadic reduce at every window size.
 
@@ -33,19 +34,38 @@ CASES = {
     "max 4x4/4 (16, 56, 56, 64)": ((16, 56, 56, 64), lambda x: jaxpool.max_pool(x, (4, 4))),
     "catavgmax 1x1 (32, 7, 7, 2048)": (
         (32, 7, 7, 2048), lambda x: jaxpool.adaptive_catavgmax_pool(x, (1, 1))),
+    # over BLOCKS_MAX elements: the form follows the elements after the pooled axes
+    "max 14x14 (64, 14, 14, 256)": ((64, 14, 14, 256), lambda x: jaxpool.max_pool(x, (14, 14))),
+    "max 14x14 (32, 14, 14, 384)": ((32, 14, 14, 384), lambda x: jaxpool.max_pool(x, (14, 14))),
+    "max 14x14 (32, 14, 14, 512)": ((32, 14, 14, 512), lambda x: jaxpool.max_pool(x, (14, 14))),
+    "max 28x28 (16, 28, 28, 512)": ((16, 28, 28, 512), lambda x: jaxpool.max_pool(x, (28, 28))),
+    "max 16x16 (2, 64, 64, 512)": ((2, 64, 64, 512), lambda x: jaxpool.max_pool(x, (16, 16))),
+    "global_max channels_first (32, 512, 14, 14)": (
+        (32, 512, 14, 14), lambda x: jaxpool.global_max_pool(x, 2, data_format="channels_first")),
+    "global_max channels_first (64, 128, 28, 28)": (
+        (64, 128, 28, 28), lambda x: jaxpool.global_max_pool(x, 2, data_format="channels_first")),
+    "max 16x16 channels_first (16, 64, 64, 64)": (
+        (16, 64, 64, 64), lambda x: jaxpool.max_pool(x, (16, 16), data_format="channels_first")),
+    "max 28x28 channels_first (16, 64, 56, 56)": (
+        (16, 64, 56, 56), lambda x: jaxpool.max_pool(x, (28, 28), data_format="channels_first")),
 }
 
 
-def _compiled(f, x, axes_for_max: bool):
-  """``f`` jitted and compiled with the planner as it is, or with max/min's blocked
-  windows sent to one ``reduce_window`` per axis (``"axes"``)."""
+def _compiled(f, x, swap: bool, forms: list | None = None):
+  """``f`` jitted and compiled with the planner as it is, or (``swap``) with max/min's
+  non-overlapping windows in the other form: ``"blocks"`` and ``"axes"`` swapped.
+  ``forms`` collects the planned max/min forms."""
   original = planner.values_form
 
-  def axes(taps, kind):
-    form = original(taps, kind)
-    return "axes" if form == "blocks" and kind != "sum" else form
+  def swapped(taps, kind, inner=0):
+    form = original(taps, kind, inner)
+    if kind == "sum" or not planner.blocked(taps):
+      return form
+    if forms is not None:
+      forms.append(form)
+    return {"blocks": "axes", "axes": "blocks"}.get(form, form) if swap else form
 
-  planner.values_form = axes if axes_for_max else original
+  planner.values_form = swapped
   try:
     jax.clear_caches()
     return jax.jit(f).lower(x).compile()
@@ -115,14 +135,17 @@ def main(argv=None):
   parser.add_argument("--rounds", type=int, default=15)
   args = parser.parse_args(argv)
   print(f"backend: {jax.default_backend()}")
-  print("| case | planned ms | reduce_window per axis ms | planned/per axis |\n"
-        "| --- | ---: | ---: | ---: |")
+  print("| case | planned form | planned ms | other form ms | planned/other |\n"
+        "| --- | --- | ---: | ---: | ---: |")
   for name, (shape, f) in CASES.items():
     x = jax.random.normal(jax.random.key(0), shape)
-    runs = {"planned": _compiled(f, x, False), "axes": _compiled(f, x, True)}
+    forms = []
+    runs = {"planned": _compiled(f, x, False, forms), "other": _compiled(f, x, True)}
+    np.testing.assert_array_equal(np.asarray(runs["planned"](x)), np.asarray(runs["other"](x)))
+    form = "/".join(sorted(set(forms)))
     ms = _medians(runs, x, args.rounds)
-    b, a = ms["planned"], ms["axes"]
-    print(f"| {name} | {b:.3f} | {a:.3f} | {b / a:.2f}x |")
+    b, a = ms["planned"], ms["other"]
+    print(f"| {name} | {form} | {b:.3f} | {a:.3f} | {b / a:.2f}x |")
   one_pass_table(args.rounds)
   indices_table(args.rounds)
 

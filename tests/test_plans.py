@@ -519,6 +519,29 @@ def test_whole_axis_windows_lower_to_one_reduction(shape, kind):
                                             jnp.ones(large))
 
 
+@pytest.mark.parametrize("layout, shape, window, blocks", [
+    ("channels_last", (1, 11, 11, planner.BLOCKS_INNER_MIN), (11, 11), True),
+    ("channels_last", (1, 12, 12, planner.BLOCKS_INNER_MIN // 2), (12, 12), False),
+    ("channels_first", (2, 3, 11, 11), (11, 11), True),            # whole trailing axes
+    ("channels_first", (1, 2, 22, 22), (11, 11), False),           # not whole
+    ("channels_first", (2, 3, planner.BLOCKS_MAX + 1), (planner.BLOCKS_MAX + 1,), True),
+])
+def test_large_max_windows_reduce_as_blocks_by_their_inner_count(layout, shape, window,
+                                                                 blocks):
+  """Non-overlapping max windows over ``BLOCKS_MAX`` elements on CPU: one reduce where
+  the elements after the pooled axes number at least ``BLOCKS_INNER_MIN`` or the windows
+  are whole trailing axes (channels_first global pooling), else one reduce-window per
+  axis; values and indices equal the reference either way."""
+  x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+  ops = _ops(_program(lambda v: jaxpool.max_pool(v, window, data_format=layout),
+                     jnp.asarray(x), "cpu"))
+  assert ("reduce_window" not in ops and "reduce" in ops) == blocks, ops
+  values, indices = jaxpool.max_pool_with_indices(x, window, data_format=layout)
+  want_v, want_i = ref.max_pool_with_indices(from_layout(x, layout), window)
+  np.testing.assert_array_equal(from_layout(values, layout), want_v)
+  np.testing.assert_array_equal(from_layout(indices, layout), want_i)
+
+
 def test_blocked_indices_use_a_variadic_reduce_only_for_small_windows():
   """One variadic reduce (values and indices together) up to ``BLOCK_ARGMAX_MAX``
   elements; larger non-overlapping windows match the planned max instead."""

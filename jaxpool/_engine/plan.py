@@ -37,6 +37,7 @@ SEPARABLE_MAX = 5  # per-axis window of unpadded stride-1 windows served by sepa
 UNROLL_MAX = 16    # per-axis window unrolled into slices inside a chain; larger: a gather
 BLOCK_ARGMAX_MAX = 4  # blocked window elements whose indices come from one variadic reduce
 BLOCKS_MAX = 100   # 2-D max/min window elements reduced as blocks (sums, 3+ axes: any)
+BLOCKS_INNER_MIN = 384  # elements after the pooled axes for max/min blocks at any size
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
 PLANES_MAX = 16    # padded untiled window elements routed back by phase planes; more: scatter
 CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
@@ -190,16 +191,19 @@ def tiles_fit(taps: Sequence[AxisTaps]) -> bool:
 # ----------------------------------------------------------------------------- CPU forms
 
 
-def values_form(taps: Sequence[AxisTaps], kind: str) -> str:
-  """XLA:CPU's values form for regular, non-identity taps.
+def values_form(taps: Sequence[AxisTaps], kind: str, inner: int = 0) -> str:
+  """XLA:CPU's values form for regular, non-identity taps; ``inner`` is the element
+  count after the last pooled axis (the channels of channels_last input, 1 for
+  channels_first; 0: not known).
 
   Small windows (and strided ones up to ``JOINT_MAX``) as tiled slices of the input (a
   padded read branches per element there); unpadded stride-1 windows up to
   ``SEPARABLE_MAX`` as separable slices; larger non-overlapping windows (adaptive bins
   that divide evenly, whole-axis windows) as a reshape and one reduce (XLA:CPU's
-  ``reduce_window`` is slow there), for max/min over one or two axes only up to
-  ``BLOCKS_MAX`` elements (beyond it the faster form depends on the channel count, which
-  the planner does not see); the rest one ``reduce_window`` per axis.
+  ``reduce_window`` is slow there). For max/min over one or two axes, beyond
+  ``BLOCKS_MAX`` elements the faster form depends on ``inner``: blocks where it is at
+  least ``BLOCKS_INNER_MIN``, or where the windows are whole trailing axes (one
+  contiguous run per window); the rest one ``reduce_window`` per axis.
   """
   size = math.prod(t.window for t in taps)
   small = size <= SMALL or (size <= JOINT_MAX and any(t.stride > 1 for t in taps))
@@ -207,9 +211,15 @@ def values_form(taps: Sequence[AxisTaps], kind: str) -> str:
     return "tiles"
   if all(t.window <= SEPARABLE_MAX and t.stride == 1 and unpadded(t) for t in taps):
     return "separable"
-  if blocked(taps) and (kind == "sum" or size <= BLOCKS_MAX or len(taps) >= 3):
+  if blocked(taps) and (kind == "sum" or size <= BLOCKS_MAX or len(taps) >= 3
+                        or inner >= BLOCKS_INNER_MIN or inner == 1 and all(map(whole, taps))):
     return "blocks"
   return "axes"
+
+
+def whole(t: AxisTaps) -> bool:
+  """One unpadded window over the whole axis."""
+  return t.window == t.size and unpadded(t)
 
 
 def axis_form(t: AxisTaps, bins: str | None = None) -> str:
@@ -311,19 +321,20 @@ def _address(target: Target, size: int) -> str:
 
 
 def plan(op: str, taps: Sequence[AxisTaps], dtype, target: Target, *, size: int = 0,
-         in_window: bool = False, mapped: bool = False) -> Plan:
+         in_window: bool = False, mapped: bool = False, inner: int = 0) -> Plan:
   """The plan of ``op`` (``"max"``, ``"min"``, ``"sum"``, ``"indices"`` or ``"unpool"``)
   on ``target``. ``size`` is the element count of the array a scatter writes (the
   input for the max backward, the output for unpool); ``in_window`` is unpool's
   promise that every index lies in its own window; ``mapped`` says a sum's result goes
-  through an expensive elementwise map (``lp_pool``'s root) before anything reads it."""
+  through an expensive elementwise map (``lp_pool``'s root) before anything reads it;
+  ``inner`` is the element count after the last pooled axis (0: not known)."""
   if op not in OPS:
     raise ValueError(f"plan: op must be one of {OPS}, got {op!r}.")
   taps = tuple(taps)
   if op == "unpool":
     return _unpool_plan(taps, target, size, in_window)
   if target.platform == "cpu":
-    return _cpu_plan(op, taps, dtype, target, size, mapped)
+    return _cpu_plan(op, taps, dtype, target, size, mapped, inner)
   if target.platform == "gpu":
     return _gpu_plan(op, taps, dtype)
   return _canonical_plan(op, taps, dtype)
@@ -333,9 +344,11 @@ def _regular(taps):
   return [t for t in taps if t.regular and not t.identity]
 
 
-def _cpu_plan(op, taps, dtype, target, size, mapped) -> Plan:
+def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   regular = _regular(taps)
-  values = values_form(regular, "sum" if op == "sum" else "max") if regular else None
+  # an identity tap (a window of 1) among the pooled axes: the windows' shape is not known
+  inner = inner if len(regular) == len(taps) else 0
+  values = values_form(regular, "sum" if op == "sum" else "max", inner) if regular else None
   upcast = op != "sum" and _is_16bit_float(dtype)
   address = _address(target, size)
   if op == "sum":
@@ -477,7 +490,7 @@ PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "default": "accelerator"}
 
 
 def plans(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
-          in_window: bool = False, mapped: bool = False) -> dict[str, Plan]:
+          in_window: bool = False, mapped: bool = False, inner: int = 0) -> dict[str, Plan]:
   """The plan per ``lax.platform_dependent`` platform (``"cpu"``, ``"cuda"``, and
   ``"default"`` for the rest), from this process's devices;
   :func:`jaxpool._engine.dispatch.on_backends` picks one when the program is lowered."""
@@ -485,7 +498,7 @@ def plans(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
   for key, platform in PLATFORMS.items():
     lone = _one_cpu_device() if platform == "cpu" else _one_device()
     out[key] = plan(op, taps, dtype, Target(platform, lone), size=size, in_window=in_window,
-                    mapped=mapped)
+                    mapped=mapped, inner=inner)
   return out
 
 

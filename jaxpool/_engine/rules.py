@@ -43,6 +43,11 @@ from jaxpool._geometry import AxisTaps
 from jaxpool._linear import computed_once, fence_cotangent, transposed_jvp
 
 
+def _inner(x, axes) -> int:
+  """The element count after the last pooled axis (the planner's ``inner``)."""
+  return math.prod(x.shape[max(axes) + 1:])
+
+
 def _run(op, taps, x, run, plan: Plan | None, **kw):
   if plan is not None:
     return run(planner.forced(plan, op, taps))(x)
@@ -167,7 +172,7 @@ def select_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
   """Max/min pooling whose gradient sends each window's cotangent to its first max."""
   return _run(kind, taps, x, lambda p: functools.partial(_select, axes=axes, taps=taps,
                                                          kind=kind, p=p),
-              plan, size=x.size)
+              plan, size=x.size, inner=_inner(x, axes))
 
 
 # ----------------------------------------------------------------------------- indices
@@ -215,4 +220,5 @@ def pool_with_indices(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps,
                       plan: Plan | None = None) -> tuple[jax.Array, jax.Array]:
   """Differentiable max values and int32 flat indices of the first maxima."""
   return _run("indices", taps, x, lambda p: functools.partial(
-      _with_indices, axes=axes, taps=taps, spatial=spatial, p=p), plan, size=x.size)
+      _with_indices, axes=axes, taps=taps, spatial=spatial, p=p), plan, size=x.size,
+      inner=_inner(x, axes))
