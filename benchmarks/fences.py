@@ -11,7 +11,9 @@ padded windows against the phase planes; ``upcast`` of 16-bit max (float32 throu
 against 16-bit arithmetic; the channel mean folded against one reduce; indices matched
 against the compare chain, blocked indices against the per-axis chain, and adaptive bins
 that repeat viewed by slices (``bins="periods"``) against the gather (planned for max,
-tried for sums). ``--only`` runs the cases whose name contains one of the given texts.
+tried for sums); non-overlapping max windows' dense block derivative (in 16 bits for
+16-bit input) against the chain's indices and a scatter-add. ``--only`` runs the cases
+whose name contains one of the given texts.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ def _pool_unpool(window, strides, padding):
   return f
 
 
+# the dense derivative of non-overlapping windows: each window's cotangent selected into
+# its first max on the reshape view (no zeros, no scatter)
+BLOCK_DERIVATIVE = {"residual": "match_blocks", "backward": "block", "address": None,
+                    "fence": False}
+# the chain's flat indices and one scatter-add into zeros
+CHAIN_SCATTER = {"residual": "input", "backward": "chain_scatter", "address": "flat",
+                 "fence": False}
+
 # name: (shape, dtype, function, plan op the change applies to, the change)
 CASES = {
     "lp 3x3/2 fwd+bwd (8, 57, 57, 64): fence off": (
@@ -70,6 +80,63 @@ CASES = {
     "indices 5x5/1 p2 fwd: compare chain": (
         S, "float32", lambda x: jaxpool.max_pool_with_indices(x, (5, 5), 1, 2),
         "indices", {"indices": "first_max"}),
+    # dense blocks: planned (the block derivative, 16-bit where the input is) against the
+    # float32 chain and scatter-add they had before
+    "bf16 adaptive max 56->7 fwd+bwd: float32 chain and scatter": (
+        S, "bfloat16", _grad_of_square(lambda x: jaxpool.adaptive_max_pool(x, (7, 7))),
+        "max", {**CHAIN_SCATTER, "upcast": True}),
+    "f16 adaptive max 56->7 fwd+bwd: float32 chain and scatter": (
+        S, "float16", _grad_of_square(lambda x: jaxpool.adaptive_max_pool(x, (7, 7))),
+        "max", {**CHAIN_SCATTER, "upcast": True}),
+    "bf16 adaptive max 56->1 fwd+bwd: float32 chain and scatter": (
+        S, "bfloat16", _grad_of_square(lambda x: jaxpool.adaptive_max_pool(x, (1, 1))),
+        "max", {**CHAIN_SCATTER, "upcast": True}),
+    "bf16 global max (32, 14, 14, 512) fwd+bwd: float32 chain and scatter": (
+        (32, 14, 14, 512), "bfloat16", _grad_of_square(lambda x: jaxpool.global_max_pool(x, 2)),
+        "max", {**CHAIN_SCATTER, "upcast": True}),
+    "bf16 adaptive max 56->7 fwd: float32": (
+        S, "bfloat16", lambda x: jaxpool.adaptive_max_pool(x, (7, 7)), "max", {"upcast": True}),
+    "bf16 global max (32, 14, 14, 512) fwd: float32": (
+        (32, 14, 14, 512), "bfloat16", lambda x: jaxpool.global_max_pool(x, 2), "max",
+        {"upcast": True}),
+    "f32 adaptive max 56->7 fwd+bwd: chain and scatter": (
+        S, "float32", _grad_of_square(lambda x: jaxpool.adaptive_max_pool(x, (7, 7))),
+        "max", CHAIN_SCATTER),
+    "f32 adaptive max 56->1 fwd+bwd: chain and scatter": (
+        S, "float32", _grad_of_square(lambda x: jaxpool.adaptive_max_pool(x, (1, 1))),
+        "max", CHAIN_SCATTER),
+    "f32 max 16x16/16 (16, 64, 64, 64) fwd+bwd: chain and scatter": (
+        (16, 64, 64, 64), "float32", _grad_of_square(lambda x: jaxpool.max_pool(x, (16, 16))),
+        "max", CHAIN_SCATTER),
+    "f32 global max channels_first (32, 512, 14, 14) fwd+bwd: chain and scatter": (
+        (32, 512, 14, 14), "float32", _grad_of_square(
+            lambda x: jaxpool.global_max_pool(x, 2, data_format="channels_first")),
+        "max", CHAIN_SCATTER),
+    # more elements after the pooled axes: the chain and scatter stay (planned)
+    "f32 max 28x28/28 (64, 28, 28, 128) fwd+bwd: block derivative": (
+        (64, 28, 28, 128), "float32", _grad_of_square(lambda x: jaxpool.max_pool(x, (28, 28))),
+        "max", BLOCK_DERIVATIVE),
+    "f32 global max (32, 7, 7, 2048) fwd+bwd: block derivative": (
+        (32, 7, 7, 2048), "float32", _grad_of_square(lambda x: jaxpool.global_max_pool(x, 2)),
+        "max", BLOCK_DERIVATIVE),
+    "f32 global max (32, 14, 14, 512) fwd+bwd: block derivative": (
+        (32, 14, 14, 512), "float32", _grad_of_square(lambda x: jaxpool.global_max_pool(x, 2)),
+        "max", BLOCK_DERIVATIVE),
+    # tiled 16-bit blocks keep float32 (planned): faster forward, slower fwd+bwd
+    "bf16 max 2x2/2 fwd: 16-bit arithmetic": (
+        S, "bfloat16", lambda x: jaxpool.max_pool(x, (2, 2)), "max", {"upcast": False}),
+    "bf16 max 2x2/2 fwd+bwd: 16-bit arithmetic": (
+        S, "bfloat16", _grad_of_square(lambda x: jaxpool.max_pool(x, (2, 2))),
+        "max", {"upcast": False}),
+    "f16 max 2x2/2 fwd+bwd: 16-bit arithmetic": (
+        S, "float16", _grad_of_square(lambda x: jaxpool.max_pool(x, (2, 2))),
+        "max", {"upcast": False}),
+    "bf16 max 4x4/4 fwd+bwd: 16-bit arithmetic": (
+        S, "bfloat16", _grad_of_square(lambda x: jaxpool.max_pool(x, (4, 4))),
+        "max", {"upcast": False}),
+    "indices 8x8/8 fwd: per-axis chain": (
+        S, "float32", lambda x: jaxpool.max_pool_with_indices(x, (8, 8)),
+        "indices", {"indices": "chain", "fence": False}),
     "indices whole 56x56 fwd: per-axis chain": (
         S, "float32", lambda x: jaxpool.max_pool_with_indices(x, (56, 56)),
         "indices", {"indices": "chain", "fence": False}),

@@ -724,6 +724,44 @@ def test_scatters_read_indices_made_once_on_cpu():
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("n, out, layout", [(16, (2, 2), "channels_last"),
+                                            (8, (1, 1), "channels_last"),
+                                            (16, (2, 2), "channels_first")])
+def test_sixteen_bit_dense_blocks_stay_sixteen_bit_on_cpu(dtype, n, out, layout):
+  """Non-overlapping windows over ``JOINT_MAX`` elements in 16 bits: the CPU plan reduces
+  and routes the cotangent in 16 bits (one select on the reshape view: each element
+  receives at most one cotangent, so nothing is rounded), with no float32 copy; values
+  and gradient equal the float32 computation cast back, ties to the first max."""
+  shape = (2, n, n, 3) if layout == "channels_last" else (2, 3, n, n)
+  x = jnp.asarray(ties(np.random.default_rng(2), shape), dtype)
+  axes = (1, 2) if layout == "channels_last" else (2, 3)
+  taps = tuple(bin_taps(x.shape[a], o) for a, o in zip(axes, out))
+  inner = 3 if layout == "channels_last" else 1
+  cpu = planner.plan("max", taps, dtype, planner.Target("cpu", True), size=x.size,
+                     inner=inner)
+  assert (cpu.upcast, cpu.residual, cpu.backward) == (False, "match_blocks", "block")
+  w = jnp.asarray(np.random.default_rng(3).standard_normal(
+      jax.eval_shape(lambda v: jaxpool.adaptive_max_pool(v, out, data_format=layout),
+                     x).shape), dtype)
+
+  def pool(v):
+    return jaxpool.adaptive_max_pool(v, out, data_format=layout)
+
+  def vjp(v, g):
+    return jax.vjp(pool, v)[1](g)[0]
+
+  compiled = jax.jit(vjp).lower(x, w).compile()
+  assert "scatter" not in compiled.as_text()
+  # XLA converts inside its fusions; a float32 copy of the input would be 2x its bytes
+  assert compiled.memory_analysis().temp_size_in_bytes < x.nbytes
+  y16, y32 = pool(x), pool(x.astype(jnp.float32))
+  g16, g32 = jax.jit(vjp)(x, w), jax.jit(vjp)(x.astype(jnp.float32), w.astype(jnp.float32))
+  assert y16.dtype == g16.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(y16, np.float32), np.asarray(y32, np.float32))
+  np.testing.assert_array_equal(np.asarray(g16, np.float32), np.asarray(g32, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_sixteen_bit_max_runs_in_float32_on_cpu(dtype):
   """The CPU plan upcasts 16-bit max/min: values, offsets and the cotangent routing run
   in float32 (overlapping windows sum their cotangents there, rounded once), so value,

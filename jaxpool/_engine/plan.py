@@ -38,6 +38,7 @@ UNROLL_MAX = 16    # per-axis window unrolled into slices inside a chain; larger
 BLOCK_ARGMAX_MAX = 4  # blocked window elements whose indices come from one variadic reduce
 BLOCKS_MAX = 100   # 2-D max/min window elements reduced as blocks (sums, 3+ axes: any)
 BLOCKS_INNER_MIN = 384  # elements after the pooled axes for max/min blocks at any size
+BLOCK_BACK_INNER_MAX = 64  # elements after the pooled axes for float32 dense block derivatives
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
 PLANES_MAX = 16    # padded untiled window elements routed back by phase planes; more: scatter
 CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
@@ -347,9 +348,13 @@ def _regular(taps):
 def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   regular = _regular(taps)
   # an identity tap (a window of 1) among the pooled axes: the windows' shape is not known
-  inner = inner if len(regular) == len(taps) else 0
-  values = values_form(regular, "sum" if op == "sum" else "max", inner) if regular else None
-  upcast = op != "sum" and _is_16bit_float(dtype)
+  values = values_form(regular, "sum" if op == "sum" else "max",
+                       inner if len(regular) == len(taps) else 0) if regular else None
+  sixteen = op != "sum" and _is_16bit_float(dtype)
+  # 16-bit arithmetic is emulated op by op, but reductions and selects of dense blocks
+  # (not their tiled slices) run faster in 16 bits than through float32 copies
+  native = sixteen and op != "indices" and _dense_blocks(taps) and values in ("blocks", "axes")
+  upcast = sixteen and not native
   address = _address(target, size)
   if op == "sum":
     strided = all(t.stride > 1 and unpadded(t) for t in taps if not t.identity)
@@ -357,7 +362,7 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # XLA:CPU recomputes the map that makes the cotangent in every tap of the transpose
     return Plan(values=values, backward="planes" if planes else "jax",
                 fence=mapped and target.lone)
-  residual, backward = _cpu_select_derivative(taps, address)
+  residual, backward = _cpu_select_derivative(taps, address, sixteen, inner)
   periodic = any(period(t) is not None for t in taps)
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
                 bins="periods" if periodic else None,
@@ -381,7 +386,18 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   return dataclasses.replace(select, indices=indices)
 
 
-def _cpu_select_derivative(taps, address) -> tuple[str, str]:
+def _dense_blocks(taps) -> bool:
+  """Regular non-overlapping windows that read no padding: the windows are a reshape."""
+  return all(t.regular for t in taps) and blocked(taps) and all(map(unpadded, taps))
+
+
+def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, str]:
+  """The max/min derivative on CPU. Non-overlapping windows select each cotangent into
+  its window's first max on the reshape view (``block``): joint ones always, larger
+  ones in 16 bits or with at most ``BLOCK_BACK_INNER_MAX`` elements after the pooled
+  axes (with more, the chain's indices and a scatter-add measured faster)."""
+  if _dense_blocks(taps) and (joint(taps) or sixteen or 0 < inner <= BLOCK_BACK_INNER_MAX):
+    return "match_blocks", "block"
   if joint(taps):
     if blocked(taps):
       return "match_blocks", "block"
