@@ -213,7 +213,7 @@ def values_form(taps: Sequence[AxisTaps], kind: str, inner: int = 0) -> str:
   if all(t.window <= SEPARABLE_MAX and t.stride == 1 and unpadded(t) for t in taps):
     return "separable"
   if blocked(taps) and (kind == "sum" or size <= BLOCKS_MAX or len(taps) >= 3
-                        or inner >= BLOCKS_INNER_MIN or inner == 1 and all(map(whole, taps))):
+                        or inner >= BLOCKS_INNER_MIN or (inner == 1 and all(map(whole, taps)))):
     return "blocks"
   return "axes"
 
@@ -393,11 +393,10 @@ def _dense_blocks(taps) -> bool:
 
 def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, str]:
   """The max/min derivative on CPU. Non-overlapping windows select each cotangent into
-  its window's first max on the reshape view (``block``): joint ones always, larger
-  ones in 16 bits or with at most ``BLOCK_BACK_INNER_MAX`` elements after the pooled
-  axes (with more, the chain's indices and a scatter-add measured faster)."""
-  if _dense_blocks(taps) and (joint(taps) or sixteen or 0 < inner <= BLOCK_BACK_INNER_MAX):
-    return "match_blocks", "block"
+  its window's first max on the reshape view (``block``): joint ones always; larger
+  unpadded ones for 16-bit input, or with at most ``BLOCK_BACK_INNER_MAX`` elements
+  after the pooled axes (with more, the chain's indices and a scatter-add measured
+  faster)."""
   if joint(taps):
     if blocked(taps):
       return "match_blocks", "block"
@@ -406,6 +405,8 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
     if _padded_scatters(taps) and address == "flat":
       return "match_real", "scatter"
     return offsets_form(taps), "planes"
+  if _dense_blocks(taps) and (sixteen or 0 < inner <= BLOCK_BACK_INNER_MAX):
+    return "match_blocks", "block"
   if _chain_scatters(taps) and address == "flat":
     return "input", "chain_scatter"
   return "input", "chain"
