@@ -371,7 +371,7 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
                                        or residual == "match_real"))
   if op != "indices":
     return select
-  if all(t.regular for t in taps) and blocked(taps) and all(map(unpadded, taps)):
+  if _dense_blocks(taps):
     if math.prod(t.window for t in taps) <= BLOCK_ARGMAX_MAX:
       return Plan(upcast=upcast, indices="block")
     return dataclasses.replace(select, indices="block_match")
