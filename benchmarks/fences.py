@@ -12,7 +12,9 @@ against 16-bit arithmetic; the channel mean folded against one reduce; indices m
 against the compare chain, blocked indices against the per-axis chain, and adaptive bins
 that repeat viewed by slices (``bins="periods"``) against the gather (planned for max,
 tried for sums); non-overlapping max windows' dense block derivative (in 16 bits for
-16-bit input) against the chain's indices and a scatter-add. ``--only`` runs the cases
+16-bit input) against the chain's indices and a scatter-add; the ``unfold`` field of
+sums (their cotangent times a one XLA cannot fold) against the plain cotangent. ``--only``
+runs the cases
 whose name contains one of the given texts.
 """
 
@@ -62,6 +64,30 @@ CASES = {
     "lp 3x3/2 fwd+bwd (8, 57, 57, 64): fence off": (
         (8, 57, 57, 64), "float32", _grad(lambda x: jaxpool.lp_pool(x, 2.0, (3, 3), 2)),
         "sum", {"fence": False}),
+    # sums whose transpose is more than a broadcast: the cotangent times a one XLA
+    # cannot fold (so that a constant cotangent is not folded at compile time), against
+    # the plain cotangent; run-time cost only (compile times: benchmarks.compile_times)
+    "avg 5x5/1 p2 fwd+bwd: unfold off": (
+        S, "float32", _grad_of_square(lambda x: jaxpool.avg_pool(x, (5, 5), 1, 2)),
+        "sum", {"unfold": False}),
+    "avg 3x3/1 p1 fwd+bwd: unfold off": (
+        S, "float32", _grad_of_square(lambda x: jaxpool.avg_pool(x, (3, 3), 1, 1)),
+        "sum", {"unfold": False}),
+    "avg 3x3/2 p1 fwd+bwd: unfold off": (
+        S, "float32", _grad_of_square(lambda x: jaxpool.avg_pool(x, (3, 3), 2, 1)),
+        "sum", {"unfold": False}),
+    "avg 3x3/2 p1 no pad count fwd+bwd: unfold off": (
+        S, "float32", _grad_of_square(lambda x: jaxpool.avg_pool(
+            x, (3, 3), 2, 1, count_include_pad=False)), "sum", {"unfold": False}),
+    "adaptive avg 56->5 fwd+bwd: unfold off": (
+        S, "float32", _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(x, (5, 5))),
+        "sum", {"unfold": False}),
+    "adaptive avg 1-D 1024->50 fwd+bwd: unfold off": (
+        (16, 1024, 64), "float32", _grad_of_square(
+            lambda x: jaxpool.adaptive_avg_pool(x, (50,))), "sum", {"unfold": False}),
+    "bf16 avg 3x3/2 p1 fwd+bwd: unfold off": (
+        S, "bfloat16", _grad_of_square(lambda x: jaxpool.avg_pool(x, (3, 3), 2, 1)),
+        "sum", {"unfold": False}),
     "adaptive max 56->5 fwd+bwd: chain fence off": (
         S, "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (5, 5))),
         "max", {"fence": False}),

@@ -105,10 +105,31 @@ def computed_once(a: jax.Array, key: jax.Array) -> jax.Array:
   """
   if key.size == 0:
     return a
+  return lax.cond(_runtime_true(key), lambda v: v, lax.neg, a)
+
+
+def _runtime_true(key: jax.Array) -> jax.Array:
+  """A boolean scalar that is always true but that XLA cannot know is: computed from the
+  bits of ``key``'s first element (non-empty) at run time."""
   first = lax.reshape(key, (key.size,))[0]
   bits = lax.bitcast_convert_type(first, np.dtype(f"uint{8 * first.dtype.itemsize}"))
-  taken = (bits | np.ones((), bits.dtype)) != 0
-  return lax.cond(taken, lambda v: v, lax.neg, a)
+  return (bits | np.ones((), bits.dtype)) != 0
+
+
+def unfolded(a: jax.Array, key: jax.Array) -> jax.Array:
+  """``a``, times a one that XLA cannot fold (read at run time from the bits of ``key``'s
+  first element, as :func:`computed_once` reads its predicate).
+
+  XLA folds every instruction whose operands are all constants, in its slow evaluator.
+  A constant cotangent (the gradient of ``sum(avg_pool(x))``) would be folded through a
+  window-sum transpose's pads and window sums: 30 s or more to compile the gradient of a
+  5x5/1 average pool over (8, 56, 56, 64) on CPU. One scalar multiply, fused into the
+  first reader of ``a``, keeps it a value. Linear in ``a``.
+  """
+  if key.size == 0:
+    return a
+  one = np.ones((), a.dtype)
+  return a * lax.select(_runtime_true(key), one, -one)
 
 
 @jax.custom_jvp
@@ -122,3 +143,17 @@ def fence_cotangent(y: jax.Array) -> jax.Array:
 def _fence_jvp(primals, tangents):
   (y,), (t,) = primals, tangents
   return fence_cotangent(y), computed_once(t, y)
+
+
+@jax.custom_jvp
+def unfold_cotangent(y: jax.Array, key: jax.Array) -> jax.Array:
+  """``y`` unchanged; its tangent, and so its cotangent in reverse mode, goes through
+  :func:`unfolded` (keyed by ``key``, the op's input: always computed, unlike ``y``,
+  which XLA may fuse into its readers). ``key`` gets no derivative."""
+  return y
+
+
+@unfold_cotangent.defjvp
+def _unfold_jvp(primals, tangents):
+  (y, key), (t, _) = primals, tangents
+  return unfold_cotangent(y, key), unfolded(t, key)

@@ -4,6 +4,7 @@ the program each platform gets (``jax.export`` lowers for cuda and tpu without o
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import jax
@@ -20,7 +21,7 @@ from jaxpool._adaptive import bin_taps
 from jaxpool._engine import axis_sum, pool_with_indices, select_pool, sum_pool
 from jaxpool._engine import plan as planner
 from jaxpool._engine.values import folds
-from jaxpool._linear import computed_once, fence_cotangent
+from jaxpool._linear import computed_once, fence_cotangent, unfold_cotangent, unfolded
 from jaxpool._unpool import unpool
 
 # name: (spatial size, window, strides, padding, dilation, ceil_mode)
@@ -234,7 +235,7 @@ def test_a_forced_plan_is_checked_against_the_geometry():
 def test_candidates_cover_every_form():
   """Between them the test geometries reach every form of every field."""
   seen = {f: set() for f in ("values", "residual", "backward", "indices", "unpool",
-                             "address", "fence")}
+                             "address", "fence", "unfold")}
   for op in ("max", "sum", "indices"):
     for name in list(WINDOWS) + list(ADAPTIVE):
       size, taps, _ = _geometry(name)
@@ -253,6 +254,7 @@ def test_candidates_cover_every_form():
   assert seen["unpool"] >= set(planner.UNPOOLS)
   assert seen["address"] >= set(planner.ADDRESSES)
   assert seen["fence"] == {False, True}
+  assert seen["unfold"] == {False, True}
 
 
 # ----------------------------------------------------------------------------- per backend
@@ -610,6 +612,73 @@ def test_fenced_cotangent_is_the_identity(dtype, first):
   same(ct, t)
   same(jax.vmap(computed_once)(t, y), t)
   same(computed_once(t, jnp.zeros((0,), dtype)), t)
+  # unfold_cotangent: the same, its one read from the key
+  same(unfold_cotangent(t, y), t)
+  _, dy = jax.jvp(unfold_cotangent, (t, y), (y, t))
+  same(dy, y)
+  ct = jax.vjp(unfold_cotangent, t, y)[1](y)
+  same(ct[0], y)
+  same(ct[1], jnp.zeros_like(y))
+  same(jax.vmap(unfolded)(t, y), t)
+  same(unfolded(t, jnp.zeros((0,), dtype)), t)
+
+
+@pytest.mark.parametrize("window,strides,padding,size", [
+    ((5, 5), 1, 2, None), ((3, 3), 1, 1, None), ((3, 3), 2, 1, None), (None, None, None, (5, 5))])
+def test_a_constant_cotangent_is_not_folded_through_a_sum_transpose(window, strides,
+                                                                   padding, size):
+  """The gradient of ``sum(avg_pool(x))``: its cotangent is a constant, which XLA would
+  fold through the transpose's pads and window sums at compile time, in its slow
+  evaluator (30 s or more over (8, 56, 56, 64) for 5x5/1 p2). On CPU the sum's plan
+  unfolds it (the windows overlap or read padding), so the compiled gradient still
+  reads its input (the unfolding one) instead of being one constant."""
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 16, 16, 3)), jnp.float32)
+
+  def pool(v):
+    if size is not None:
+      return jaxpool.adaptive_avg_pool(v, size)
+    return jaxpool.avg_pool(v, window, strides, padding)
+
+  if size is None:
+    _, taps = geo.window_geometry("avg_pool", x.shape, window, strides, padding, 1, False,
+                                  "channels_last")
+  else:
+    taps = tuple(bin_taps(n, out) for n, out in zip(x.shape[1:3], size))
+  cpu = planner.Target("cpu", True)
+  assert planner.plan("sum", taps, np.float32, cpu).unfold
+  assert not planner.plan("sum", taps, np.float32, planner.Target("cpu", False)).unfold
+  assert not planner.plan("sum", taps, np.float32, planner.Target("gpu", True)).unfold
+  assert not planner.plan("sum", taps, np.float32, cpu, mapped=True).unfold  # fenced
+
+  def sum_grad(v):
+    return jax.grad(lambda u: jnp.sum(pool(u)))(v)
+
+  def reads_input(compiled):
+    return "parameter(0)" in compiled.as_text().split("ENTRY")[1]
+
+  grad = jax.jit(sum_grad)
+  assert reads_input(grad.lower(x).compile())
+  want = jax.vjp(pool, x)[1](jnp.ones(jax.eval_shape(pool, x).shape))[0]
+  np.testing.assert_allclose(grad(x), want, rtol=1e-6)
+  # the same gradient with the plan's unfold off is one folded constant
+  plan = planner.plan
+  planner.plan = lambda *a, **k: dataclasses.replace(plan(*a, **k), unfold=False)
+  try:
+    jax.clear_caches()
+    folded = jax.jit(sum_grad).lower(x).compile()
+  finally:
+    planner.plan = plan
+    jax.clear_caches()
+  assert not reads_input(folded)
+
+
+def test_non_overlapping_sums_are_not_unfolded():
+  """Unpadded non-overlapping windows (a reshape; the transpose is a broadcast, which XLA
+  does not fold into a constant) keep their plan without the multiply."""
+  for window in ((2, 2), (4, 4), (16, 16)):
+    _, taps = geo.window_geometry("avg_pool", (2, 16, 16, 3), window, None, 0, 1, False,
+                                  "channels_last")
+    assert not planner.plan("sum", taps, np.float32, planner.Target("cpu", True)).unfold
 
 
 def test_folds_reduce_the_whole_axis(rng):

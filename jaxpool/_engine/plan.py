@@ -105,6 +105,11 @@ class Plan:
       axis; the flat indices a scatter reads (the ``match_real`` backward, unpool's
       ``scatter``). A lone CPU device only: the fence reads one element of its key,
       which under SPMD partitioning would be a collective.
+    unfold: a sum's cotangent multiplied by a one XLA cannot fold
+      (:func:`jaxpool._linear.unfold_cotangent`), so that a constant cotangent (the
+      gradient of ``sum(avg_pool(x))``) is not folded through the transpose's pads and
+      window sums at compile time. For sums whose transpose is more than a broadcast,
+      on a lone CPU device (as ``fence``, which does the same for a mapped sum).
   """
 
   values: str | None = None
@@ -116,6 +121,7 @@ class Plan:
   bins: str | None = None
   address: str | None = None
   fence: bool = False
+  unfold: bool = False
 
   def __post_init__(self):
     for name, forms in (("values", VALUES), ("residual", RESIDUALS), ("backward", BACKWARDS),
@@ -359,9 +365,12 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   if op == "sum":
     strided = all(t.stride > 1 and unpadded(t) for t in taps if not t.identity)
     planes = all(t.regular for t in taps) and not strided
-    # XLA:CPU recomputes the map that makes the cotangent in every tap of the transpose
+    # fence: XLA:CPU recomputes the map that makes the cotangent in every tap of the
+    # transpose. unfold: XLA folds a constant cotangent through the transpose (30 s or
+    # more of compiling; the fence's conditional prevents that too)
     return Plan(values=values, backward="planes" if planes else "jax",
-                fence=mapped and target.lone)
+                fence=mapped and target.lone,
+                unfold=target.lone and not mapped and not _dense_blocks(taps))
   residual, backward = _cpu_select_derivative(taps, address, sixteen, inner)
   periodic = any(period(t) is not None for t in taps)
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
@@ -547,6 +556,8 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "residual='match_stacked' needs unpadded windows"
   if p.backward == "block" and (p.residual == "input" or not blocked(taps)):
     return "backward='block' needs non-overlapping undilated windows and their offsets"
+  if p.unfold and op != "sum":
+    return "unfold is a sum's form"
   if op == "sum":
     if p.backward not in (None, "jax", "planes"):
       return f"backward={p.backward!r} is a max/min form"
@@ -605,7 +616,8 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
               {"residual": "input", "backward": "chain", "fence": not base.fence},
               {"residual": "match_blocks", "backward": "block"}]
   if op == "sum":
-    swaps += [{"backward": "jax"}, {"backward": "planes"}, {"fence": not base.fence}]
+    swaps += [{"backward": "jax"}, {"backward": "planes"}, {"fence": not base.fence},
+              {"unfold": not base.unfold}]
   if any(not t.regular for t in taps):
     swaps += [{"bins": b} for b in (None, *BINS)]
   if op == "indices":

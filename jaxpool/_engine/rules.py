@@ -40,7 +40,7 @@ from jaxpool._engine.select import (
 from jaxpool._engine.values import folds, mean_values, pool_values, sum_transpose
 from jaxpool._engine.views import Windows
 from jaxpool._geometry import AxisTaps
-from jaxpool._linear import computed_once, fence_cotangent, transposed_jvp
+from jaxpool._linear import computed_once, fence_cotangent, transposed_jvp, unfold_cotangent
 
 
 def _inner(x, axes) -> int:
@@ -79,7 +79,11 @@ def sum_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
       pool = lambda x: _mean_pool(x, axes, taps, rule, p.values)  # noqa: E731
     else:
       pool = lambda x: mean_values(x, axes, taps, rule, p.values)  # noqa: E731
-    return (lambda x: fence_cotangent(pool(x))) if p.fence else pool
+    if p.fence:
+      return lambda x: fence_cotangent(pool(x))
+    if p.unfold:
+      return lambda x: unfold_cotangent(pool(x), x)
+    return pool
 
   return _run("sum", taps, x, run, plan, mapped=mapped)
 
