@@ -108,11 +108,13 @@ def _hlo_ops(fn, shape):
 @pytest.mark.parametrize("fn", [jaxpool.adaptive_avg_pool, jaxpool.adaptive_max_pool,
                                 lambda x, o: jaxpool.adaptive_max_pool_with_indices(x, o)[0]])
 def test_program_size_does_not_grow_with_output_size(fn):
-  """512 -> 7 and 7 -> 512 lower to programs of the same small size as 512 -> 9."""
+  """512 -> 7 and 7 -> 512 lower to programs of the same small size as 512 -> 9. (Max
+  reduces over a gathered axis by folds on CPU: a few slices per halving of the bin
+  width, 58 elements here, not per bin.)"""
   counts = {o: _hlo_ops(lambda x, o=o: fn(x, (o,)), (2, 512, 4)) for o in (7, 9, 13)}
   up = {o: _hlo_ops(lambda x, o=o: fn(x, (o,)), (2, 7, 4)) for o in (100, 512)}
-  assert max(counts.values()) <= 60, counts
-  assert up[512] == up[100] and up[512] <= 60, up
+  assert max(counts.values()) <= 80, counts
+  assert up[512] == up[100] and up[512] <= 80, up
 
 
 @pytest.mark.parametrize("data_format", LAYOUTS)

@@ -5,6 +5,7 @@ the program each platform gets (``jax.export`` lowers for cuda and tpu without o
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 import jax
@@ -235,7 +236,7 @@ def test_a_forced_plan_is_checked_against_the_geometry():
 def test_candidates_cover_every_form():
   """Between them the test geometries reach every form of every field."""
   seen = {f: set() for f in ("values", "residual", "backward", "indices", "unpool",
-                             "address", "fence", "unfold")}
+                             "address", "fence", "unfold", "fold")}
   for op in ("max", "sum", "indices"):
     for name in list(WINDOWS) + list(ADAPTIVE):
       size, taps, _ = _geometry(name)
@@ -255,6 +256,7 @@ def test_candidates_cover_every_form():
   assert seen["address"] >= set(planner.ADDRESSES)
   assert seen["fence"] == {False, True}
   assert seen["unfold"] == {False, True}
+  assert seen["fold"] == {False, True}
 
 
 # ----------------------------------------------------------------------------- per backend
@@ -530,14 +532,20 @@ def test_whole_axis_windows_lower_to_one_reduction(shape, kind):
 ])
 def test_large_max_windows_reduce_as_blocks_by_their_inner_count(layout, shape, window,
                                                                  blocks):
-  """Non-overlapping max windows over ``BLOCKS_MAX`` elements on CPU: one reduce where
+  """Non-overlapping max windows over ``BLOCKS_MAX`` elements on CPU: as blocks where
   the elements after the pooled axes number at least ``BLOCKS_INNER_MIN`` or the windows
-  are whole trailing axes (channels_first global pooling), else one reduce-window per
-  axis; values and indices equal the reference either way."""
+  are whole trailing axes (channels_first global pooling), else one axis at a time;
+  either way folded (no reduce, no reduce-window: ``Plan.fold``); values and indices
+  equal the reference."""
   x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+  lay, taps = geo.window_geometry("max_pool", x.shape, window, None, 0, 1, False, layout)
+  inner = math.prod(x.shape[max(lay.spatial_axes) + 1:])
+  p = planner.plan("max", taps, np.float32, planner.Target("cpu", True), inner=inner)
+  assert (p.values == "blocks") == blocks and p.fold
+  assert p.values == "blocks" or p.values == "axes"
   ops = _ops(_program(lambda v: jaxpool.max_pool(v, window, data_format=layout),
                      jnp.asarray(x), "cpu"))
-  assert ("reduce_window" not in ops and "reduce" in ops) == blocks, ops
+  assert "reduce_window" not in ops and "reduce" not in ops, ops
   values, indices = jaxpool.max_pool_with_indices(x, window, data_format=layout)
   want_v, want_i = ref.max_pool_with_indices(from_layout(x, layout), window)
   np.testing.assert_array_equal(from_layout(values, layout), want_v)
@@ -670,6 +678,26 @@ def test_a_constant_cotangent_is_not_folded_through_a_sum_transpose(window, stri
     planner.plan = plan
     jax.clear_caches()
   assert not reads_input(folded)
+
+
+def test_cpu_folds_float_max_reductions():
+  """Every CPU plan of a float max/min computed in 32 or 64 bits folds its reductions
+  (XLA:CPU's YNNPACK reduce drops NaN there: ``test_nan_propagates_through_large_
+  reductions``); 16-bit ones kept in 16 bits, integer ones and other backends keep the
+  reduce."""
+  for window in ((2, 2), (8, 8), (16, 16), (3, 3)):
+    _, taps = geo.window_geometry("max_pool", (2, 16, 16, 3), window, None, 0, 1, False,
+                                  "channels_last")
+    for op in ("max", "min", "indices"):
+      for dtype in (np.float32, jnp.bfloat16, np.float16, np.float64):
+        for lone in (True, False):
+          p = planner.plan(op, taps, dtype, planner.Target("cpu", lone))
+          if p.indices != "block":  # one variadic reduce, whose comparator sees NaN
+            assert p.fold == (np.dtype(dtype).itemsize >= 4 or p.upcast)
+      assert not planner.plan(op, taps, np.int32, planner.Target("cpu", True)).fold
+      for platform in ("gpu", "accelerator"):
+        assert not planner.plan(op, taps, np.float32, planner.Target(platform, True)).fold
+    assert not planner.plan("sum", taps, np.float32, planner.Target("cpu", True)).fold
 
 
 def test_non_overlapping_sums_are_not_unfolded():

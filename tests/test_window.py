@@ -142,6 +142,63 @@ def test_nan_propagates(rng):
     assert np.isnan(y[0, 0, 0, 2]) and np.isnan(y).sum() == 1
 
 
+# Large enough that XLA:CPU hands a max reduce (or a non-overlapping reduce_window, which
+# it rewrites into one) to YNNPACK, whose max/min drop NaN: before the CPU plans' `fold`,
+# every one of these returned a finite max for a window holding a NaN (PyTorch: NaN).
+YNN_SHAPE = (2, 16, 16, 8)
+NAN_AT = [(0, 3, 5, 1), (1, 9, 9, 7), (1, 15, 0, 0)]
+NAN_CASES = {
+    "max 8x8": lambda x: jaxpool.max_pool(x, (8, 8)),
+    "min 4x4": (lambda x: jaxpool.min_pool(x, (4, 4)),
+                lambda x: jaxpool.max_pool(x, (4, 4))),
+    "max 2x2 padded": lambda x: jaxpool.max_pool(x, (2, 2), padding=1),
+    "max whole axes": lambda x: jaxpool.max_pool(x, (16, 16)),
+    "max 16x1": lambda x: jaxpool.max_pool(x, (16, 1)),
+    "indices 8x8": lambda x: jaxpool.max_pool_with_indices(x, (8, 8))[0],
+    "indices whole axes": lambda x: jaxpool.max_pool_with_indices(x, (16, 16))[0],
+    "adaptive max 16->4": lambda x: jaxpool.adaptive_max_pool(x, (4, 4)),
+    "adaptive max 16->1": lambda x: jaxpool.adaptive_max_pool(x, (1, 1)),
+    "adaptive max 16->3": lambda x: jaxpool.adaptive_max_pool(x, (3, 3)),
+    "global max": lambda x: jaxpool.global_max_pool(x, 2),
+    "global max channels_first": lambda x: jaxpool.global_max_pool(
+        jnp.moveaxis(x, -1, 1), 2, data_format="channels_first"),
+    "channel max": lambda x: jaxpool.channel_pool(x, "max"),
+    "channel max channels_first": lambda x: jaxpool.channel_pool(
+        jnp.moveaxis(x, -1, 1), "max", data_format="channels_first", num_spatial_dims=2),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("name", list(NAN_CASES))
+def test_nan_propagates_through_large_reductions(rng, name, dtype):
+  """A window holding a NaN pools to NaN, and only such windows do: the windows that
+  hold one are found by pooling the NaN mask itself (0/1 values, no NaN)."""
+  x = randn(rng, YNN_SHAPE)
+  for i in NAN_AT:
+    x[i] = np.nan
+  case = NAN_CASES[name]  # (the op, the op that finds the windows holding a NaN)
+  fn, holding = case if isinstance(case, tuple) else (case, case)
+  fn = jax.jit(fn)
+  got = np.asarray(fn(jnp.asarray(x, dtype)), np.float32)
+  holds = np.asarray(jax.jit(holding)(jnp.asarray(np.isnan(x), np.float32))) > 0
+  assert holds.any()
+  np.testing.assert_array_equal(np.isnan(got), holds)
+  clean = np.asarray(fn(jnp.asarray(np.nan_to_num(x, nan=-5.0), dtype)), np.float32)
+  np.testing.assert_array_equal(got[~holds], clean[~holds])
+
+
+def test_large_window_indices_and_gradient_find_the_first_nan(rng):
+  """At the YNNPACK size: the index of a window holding NaNs is its first NaN's, and the
+  max's gradient goes there, as in PyTorch."""
+  x = randn(rng, YNN_SHAPE)
+  x[0, 2, 3, 1] = x[0, 1, 6, 1] = np.nan  # row-major first: (1, 6)
+  values, idx = jaxpool.max_pool_with_indices(x, (8, 8))
+  assert np.isnan(values[0, 0, 0, 1]) and idx[0, 0, 0, 1] == 1 * 16 + 6
+  g = np.asarray(jax.grad(lambda v: jnp.sum(jnp.where(
+      jnp.isnan(jaxpool.max_pool(v, (8, 8))), 1.0, 0.0) * jaxpool.max_pool(v, (8, 8))))(x))
+  assert g[0, 1, 6, 1] == 1 and g[0, :8, :8, 1].sum() == 1
+
+
 def test_infinities(rng):
   x = np.full((1, 1, 4, 4), -np.inf, np.float32)
   y = jaxpool.max_pool(x, (2, 2), padding=1, data_format="channels_first")

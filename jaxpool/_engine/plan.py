@@ -110,6 +110,11 @@ class Plan:
       gradient of ``sum(avg_pool(x))``) is not folded through the transpose's pads and
       window sums at compile time. For sums whose transpose is more than a broadcast,
       on a lone CPU device (as ``fence``, which does the same for a mapped sum).
+    fold: float max/min reductions as folds, elementwise maxima of slices
+      (:func:`jaxpool._engine.values.reduce_axes`), instead of one reduce or a
+      non-overlapping ``reduce_window``: XLA:CPU hands those to YNNPACK, whose max/min
+      drop NaN (the max of a window holding a NaN comes out finite). Every CPU plan of
+      a float max/min computed in 32 or 64 bits (16-bit reduces do not go there).
   """
 
   values: str | None = None
@@ -122,6 +127,7 @@ class Plan:
   address: str | None = None
   fence: bool = False
   unfold: bool = False
+  fold: bool = False
 
   def __post_init__(self):
     for name, forms in (("values", VALUES), ("residual", RESIDUALS), ("backward", BACKWARDS),
@@ -376,6 +382,7 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
                 bins="periods" if periodic else None,
                 address=address if backward in ("scatter", "chain_scatter") else None,
+                fold=bool(jnp.issubdtype(dtype, jnp.inexact)) and (upcast or not sixteen),
                 fence=target.lone and (residual == "input" and _chain_rereads(taps)
                                        or residual == "match_real"))
   if op != "indices":
@@ -546,6 +553,9 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     if p.values != "window" or not regular or any(t.dilation > 1 for t in taps):
       return ("backward='jax' routes to the first max only for values='window' over "
               "regular undilated windows")
+    if p.fold and blocked(taps):
+      return ("backward='jax' needs reduce_window values; fold=True reduces "
+              "non-overlapping windows by folds (JAX's max rule splits ties)")
   if p.values == "blocks" and not (regular and blocked(taps)):
     return "values='blocks' needs non-overlapping undilated windows"
   if p.residual not in (None, "input", "match_blocks") and not joint(taps):
@@ -558,6 +568,8 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "backward='block' needs non-overlapping undilated windows and their offsets"
   if p.unfold and op != "sum":
     return "unfold is a sum's form"
+  if p.fold and op not in ("max", "min", "indices"):
+    return "fold is a max/min form"
   if op == "sum":
     if p.backward not in (None, "jax", "planes"):
       return f"backward={p.backward!r} is a max/min form"
@@ -627,6 +639,7 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
     swaps += [{"unpool": u, "address": a} for u in UNPOOLS for a in ADDRESSES]
   if op != "sum" and jnp.issubdtype(dtype, jnp.floating):
     swaps.append({"upcast": not base.upcast})
+    swaps.append({"fold": not base.fold})
   for swap in swaps:
     p = dataclasses.replace(base, **swap)
     if valid(p, op, taps) is None and p not in found:

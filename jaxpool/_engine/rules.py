@@ -121,15 +121,16 @@ def axis_sum(x: jax.Array, axis: int) -> jax.Array:
 
 
 def _select_values(x, axes, taps, kind, p):
-  return pool_values(x, axes, taps, kind, p.values, p.bins)
+  return pool_values(x, axes, taps, kind, p.values, p.bins, p.fold)
 
 
 def _select_backward(x, operands, y, axes, taps, kind, p):
   """The max/min VJP ``g -> dx``: each window's ``g`` to its first max."""
   if p.backward == "chain":
-    return functools.partial(chain_back, x, axes, taps, kind, fence=p.fence, bins=p.bins)
+    return functools.partial(chain_back, x, axes, taps, kind, fence=p.fence, bins=p.bins,
+                             fold=p.fold)
   if p.backward == "chain_scatter":
-    idx = chain_flat_index(x, axes, taps, kind, y.shape, p.fence, p.bins)
+    idx = chain_flat_index(x, axes, taps, kind, y.shape, p.fence, p.bins, p.fold)
     return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
                              address=p.address)
   w = Windows(x.ndim, axes, taps)
@@ -206,7 +207,8 @@ def _with_indices(x, axes, taps, spatial, p: Plan):
   values = _select(x, axes, taps, "max", p)
   xs = lax.stop_gradient(x)
   if p.indices == "chain":
-    return values, chain_flat_index(xs, axes, taps, "max", values.shape, p.fence, p.bins)
+    return values, chain_flat_index(xs, axes, taps, "max", values.shape, p.fence, p.bins,
+                                    p.fold)
   w = Windows(x.ndim, axes, taps)
   if p.indices == "block_match":
     return values, block_first_index(xs, w, lax.stop_gradient(values), spatial)

@@ -100,21 +100,23 @@ def _once(a: jax.Array, fence: bool) -> jax.Array:
 
 def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
                  extras: Sequence[jax.Array], fence: bool = False,
-                 bins: str | None = None) -> tuple[jax.Array, list[jax.Array]]:
+                 bins: str | None = None, fold: bool = False
+                 ) -> tuple[jax.Array, list[jax.Array]]:
   """Max/min over the windows, and each of ``extras`` at the first-max position.
 
   ``extras`` must broadcast against ``x`` (they are padded with 0 and never selected
   from padding). ``fence``: each axis's max and selected extras are computed into
   memory once (:func:`~jaxpool._linear.computed_once`); fused, XLA:CPU recomputes an
   axis's max in every compare of the next axis's windows. ``bins``: the plan's view of
-  adaptive bins (:func:`~jaxpool._engine.plan.axis_form`).
+  adaptive bins (:func:`~jaxpool._engine.plan.axis_form`). ``fold``: float max/min
+  reduces as folds (:func:`~jaxpool._engine.values.reduce_axes`).
   """
   extras = list(extras)
   for axis, t in reversed(list(zip(axes, taps))):
     if t.identity:
       continue
     form = planner.axis_form(t, bins)
-    y = _once(reduce_axis(x, axis, t, kind, form), fence)
+    y = _once(reduce_axis(x, axis, t, kind, form, fold), fence)
     off = _first_match_axis(x, y, axis, t, kind, form)
     extras = [_once(_select_axis(e, off, axis, t, form), fence) for e in extras]
     x = y
@@ -293,15 +295,16 @@ def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
 
 
 def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False,
-                     bins: str | None = None) -> jax.Array:
+                     bins: str | None = None, fold: bool = False) -> jax.Array:
   """int32 flat spatial index of each window's first max (min), by :func:`select_chain`."""
   spatial = tuple(t.size for t in taps)
-  _, (idx,) = select_chain(x, axes, taps, kind, [iota(x.ndim, axes, spatial)], fence, bins)
+  _, (idx,) = select_chain(x, axes, taps, kind, [iota(x.ndim, axes, spatial)], fence, bins,
+                           fold)
   return jnp.broadcast_to(idx, out_shape).astype(jnp.int32)
 
 
 def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
-               bins: str | None = None) -> jax.Array:
+               bins: str | None = None, fold: bool = False) -> jax.Array:
   """VJP of :func:`select_chain`'s values: route ``g`` back one axis at a time.
 
   The forward chain's offsets are recomputed from ``x``; each strided-slice axis routes
@@ -317,10 +320,10 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
     if form == "slices":
       # reduce_window and the offsets' forms are computed once; a max over slices
       # would be fused into, and recomputed by, every consumer
-      y = reduce_window(x, (axis,), (t,), kind)
+      y = reduce_window(x, (axis,), (t,), kind, fold)
       off = offsets(x, y, (axis,), (t,), kind, planner.offsets_form((t,)))
     else:
-      y = _once(reduce_axis(x, axis, t, kind, form), fence)
+      y = _once(reduce_axis(x, axis, t, kind, form, fold), fence)
       off = _once(_first_match_axis(x, y, axis, t, kind, form), fence)
     steps.append((axis, t, form, x, off))
     x = y

@@ -29,20 +29,58 @@ COMBINE = {"max": lax.max, "min": lax.min, "sum": lax.add}
 _REDUCE = {"max": jnp.max, "min": jnp.min, "sum": jnp.sum}
 
 
-def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str) -> jax.Array:
-  """One axis reduced through the view :func:`~jaxpool._engine.plan.axis_form` names."""
+def _folding(kind: str, dtype, fold: bool) -> bool:
+  return fold and kind != "sum" and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str, fold: bool) -> jax.Array:
+  """Max/min/sum over ``axes`` (dropped). ``fold``: a float max/min by :func:`folds`,
+  elementwise maxima of slices, instead of one reduce. XLA:CPU hands a large max/min
+  reduce (and a non-overlapping ``reduce_window``, which it rewrites into one) to
+  YNNPACK, whose result drops NaN: the max of a window holding a NaN comes out as the
+  max of its other elements. Axes with only size-1 axes between them fold as one."""
+  if not _folding(kind, x.dtype, fold):
+    return _REDUCE[kind](x, axis=tuple(axes))
+  groups: list[list[int]] = []
+  for a in sorted(axes):
+    if groups and all(x.shape[d] == 1 for d in range(groups[-1][1] + 1, a)):
+      groups[-1][1] = a
+    else:
+      groups.append([a, a])
+  shape, folded, d = [], [], 0
+  for first, last in groups:
+    shape += x.shape[d:first]
+    folded.append(len(shape))
+    shape.append(math.prod(x.shape[first:last + 1]))
+    d = last + 1
+  shape += x.shape[d:]
+  y = x.reshape(shape)
+  for a in reversed(folded):
+    y = folds(y, a, kind)
+  return y.reshape([n for i, n in enumerate(x.shape) if i not in axes])
+
+
+def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str,
+                fold: bool = False) -> jax.Array:
+  """One axis reduced through the view :func:`~jaxpool._engine.plan.axis_form` names
+  (``fold``: see :func:`reduce_axes`)."""
   fill = identity(kind, x.dtype)
   if form == "slices":
     return functools.reduce(COMBINE[kind], Windows(x.ndim, (axis,), (t,)).slices(x, fill))
   if form == "periods":
     return from_periods([functools.reduce(COMBINE[kind], parts)
                          for parts in period_slices(x, axis, t)], axis)
-  return _REDUCE[kind](stacked(x, axis, t, fill, form), axis=axis + 1)
+  return reduce_axes(stacked(x, axis, t, fill, form), (axis + 1,), kind, fold)
 
 
 def reduce_window(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
-                  kind: str) -> jax.Array:
-  """One ``lax.reduce_window`` over the regular ``axes`` (JAX's own derivative applies)."""
+                  kind: str, fold: bool = False) -> jax.Array:
+  """One ``lax.reduce_window`` over the regular ``axes`` (JAX's own derivative applies).
+  ``fold``: non-overlapping float max/min windows as their blocks, folded
+  (:func:`reduce_axes`)."""
+  if _folding(kind, x.dtype, fold) and planner.blocked(taps):
+    w = Windows(x.ndim, tuple(axes), tuple(taps))
+    return reduce_axes(w.blocks(x, identity(kind, x.dtype)), w.window_axes, kind, True)
   dims, strides, dil = ([1] * x.ndim for _ in range(3))
   pads = [(0, 0)] * x.ndim
   for a, t in zip(axes, taps):
@@ -76,9 +114,10 @@ def folds(x: jax.Array, axis: int, kind: str) -> jax.Array:
 
 
 def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
-                form: str | None, bins: str | None = None) -> jax.Array:
+                form: str | None, bins: str | None = None, fold: bool = False) -> jax.Array:
   """Max/min/sum over the windows: the regular axes in ``form``, then each irregular
-  axis in the view :func:`~jaxpool._engine.plan.axis_form` names for ``bins``."""
+  axis in the view :func:`~jaxpool._engine.plan.axis_form` names for ``bins``
+  (``fold``: see :func:`reduce_axes`)."""
   fill = identity(kind, x.dtype)
   regular = [(a, t) for a, t in zip(axes, taps) if t.regular and not t.identity]
   ra, rt = tuple(a for a, _ in regular), tuple(t for _, t in regular)
@@ -91,15 +130,15 @@ def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kin
       x = reduce_axis(x, a, t, kind, "slices")
   elif regular and form == "blocks":
     w = Windows(x.ndim, ra, rt)
-    x = _REDUCE[kind](w.blocks(x, fill), axis=w.window_axes)
+    x = reduce_axes(w.blocks(x, fill), w.window_axes, kind, fold)
   elif regular and form == "axes":
     for a, t in regular:
-      x = reduce_window(x, (a,), (t,), kind)
+      x = reduce_window(x, (a,), (t,), kind, fold)
   elif regular:
-    x = reduce_window(x, ra, rt, kind)
+    x = reduce_window(x, ra, rt, kind, fold)
   for a, t in zip(axes, taps):
     if not t.regular:
-      x = reduce_axis(x, a, t, kind, planner.axis_form(t, bins))
+      x = reduce_axis(x, a, t, kind, planner.axis_form(t, bins), fold)
   return x
 
 
