@@ -13,7 +13,9 @@ against the compare chain, blocked indices against the per-axis chain, and adapt
 that repeat viewed by slices (``bins="periods"``) against the gather (planned for max,
 tried for sums); non-overlapping max windows' dense block derivative (in 16 bits for
 16-bit input) against the chain's indices and a scatter-add; the ``unfold`` field of
-sums (their cotangent times a one XLA cannot fold) against the plain cotangent. ``--only``
+sums (their cotangent times a one XLA cannot fold) against the plain cotangent; the
+``fold`` field of float max/min (folds, which keep NaN) against the reduce XLA:CPU hands
+to YNNPACK (which drops NaN). ``--only``
 runs the cases
 whose name contains one of the given texts.
 """
@@ -88,6 +90,34 @@ CASES = {
     "bf16 avg 3x3/2 p1 fwd+bwd: unfold off": (
         S, "bfloat16", _grad_of_square(lambda x: jaxpool.avg_pool(x, (3, 3), 2, 1)),
         "sum", {"unfold": False}),
+    # float32 max/min reductions folded (NaN kept) against the reduce or non-overlapping
+    # reduce_window XLA:CPU hands to YNNPACK (which drops NaN)
+    "fold: max 8x8/8 fwd: reduce": (
+        S, "float32", lambda x: jaxpool.max_pool(x, (8, 8)), "max", {"fold": False}),
+    "fold: max 56x56 fwd: reduce": (
+        S, "float32", lambda x: jaxpool.max_pool(x, (56, 56)), "max", {"fold": False}),
+    "fold: indices 8x8/8 fwd: reduce": (
+        S, "float32", lambda x: jaxpool.max_pool_with_indices(x, (8, 8)), "indices",
+        {"fold": False}),
+    "fold: adaptive max 56->7 fwd+bwd: reduce": (
+        S, "float32", _grad_of_square(lambda x: jaxpool.adaptive_max_pool(x, (7, 7))),
+        "max", {"fold": False}),
+    "fold: adaptive max 1-D 1024->50 fwd+bwd: reduce": (
+        (16, 1024, 64), "float32", _grad_of_square(
+            lambda x: jaxpool.adaptive_max_pool(x, (50,))), "max", {"fold": False}),
+    "fold: global max (32, 14, 14, 512) fwd: reduce": (
+        (32, 14, 14, 512), "float32", lambda x: jaxpool.global_max_pool(x, 2), "max",
+        {"fold": False}),
+    "fold: global max (32, 14, 14, 2048) fwd: reduce": (
+        (32, 14, 14, 2048), "float32", lambda x: jaxpool.global_max_pool(x, 2), "max",
+        {"fold": False}),
+    "fold: global max channels_first (32, 512, 14, 14) fwd: reduce": (
+        (32, 512, 14, 14), "float32", lambda x: jaxpool.global_max_pool(
+            x, 2, data_format="channels_first"), "max", {"fold": False}),
+    "fold: channel max channels_first (32, 512, 14, 14) fwd: reduce": (
+        (32, 512, 14, 14), "float32", lambda x: jaxpool.channel_pool(
+            x, "max", data_format="channels_first", num_spatial_dims=2), "max",
+        {"fold": False}),
     "adaptive max 56->5 fwd+bwd: chain fence off": (
         S, "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (5, 5))),
         "max", {"fence": False}),
