@@ -99,6 +99,12 @@ CASES = {
     "fold: indices 8x8/8 fwd: reduce": (
         S, "float32", lambda x: jaxpool.max_pool_with_indices(x, (8, 8)), "indices",
         {"fold": False}),
+    "fold: indices 56x56 fwd: reduce": (
+        S, "float32", lambda x: jaxpool.max_pool_with_indices(x, (56, 56)), "indices",
+        {"fold": False}),
+    "fold: global max 3-D (4, 16, 28, 28, 32) fwd: reduce": (
+        (4, 16, 28, 28, 32), "float32", lambda x: jaxpool.global_max_pool(x, 3), "max",
+        {"fold": False}),
     "fold: adaptive max 56->7 fwd+bwd: reduce": (
         S, "float32", _grad_of_square(lambda x: jaxpool.adaptive_max_pool(x, (7, 7))),
         "max", {"fold": False}),
