@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _geometry as geo
+from jaxpool._engine.values import reduce_axes
 from jaxpool._engine.views import expand, identity
 
 
@@ -105,8 +106,15 @@ def _argmax_one(x: jax.Array, n: jax.Array, out: tuple[int, ...]) -> jax.Array:
         _on_axis(jnp.arange(size) < n[k], k, d) for k, size in enumerate(spatial)])
     inside = inside.reshape(-1, 1)
     g = jnp.where(inside, x.reshape(-1, x.shape[-1]), identity("max", x.dtype))
-    return _first_of(g, g.max(axis=0, keepdims=True), inside, 0).reshape(out + x.shape[-1:])
+    return _first_of(g, _max(g, 0), inside, 0).reshape(out + x.shape[-1:])
   return first_max_index(x, [_bins(n[k], spatial[k], o) for k, o in enumerate(out)])
+
+
+def _max(g: jax.Array, axis: int) -> jax.Array:
+  """The max over ``axis`` (kept), NaN first: by folds, not one reduce (XLA:CPU hands a
+  large float max reduce to YNNPACK, which drops NaN; see
+  :func:`jaxpool._engine.values.reduce_axes`)."""
+  return jnp.expand_dims(reduce_axes(g, (axis,), "max", True), axis)
 
 
 def first_max_index(x: jax.Array, bins) -> jax.Array:
@@ -128,7 +136,7 @@ def first_max_index(x: jax.Array, bins) -> jax.Array:
     g = _windows(values, k, begin, valid.shape[1])
     valid = _on_axis(valid, k, g.ndim)
     g = jnp.where(valid, g, low)
-    best = g.max(axis=k + 1, keepdims=True)
+    best = _max(g, k + 1)
     first = _first_of(g, best, valid, k + 1)
     chosen = (_on_axis(begin[:, None], k, g.ndim) + first) * stride
     if index is not None:  # the chosen row's own index: one match per bin

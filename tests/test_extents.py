@@ -311,3 +311,18 @@ def test_modules_take_lengths_and_ids(rng):
   chex.assert_trees_all_equal(L.SegmentPool(4, "max").apply({}, x, ids), want)
   chex.assert_trees_all_equal(N.SegmentPool(4, "max")(x, ids), want)
   assert L.SegmentPool(4).init(jax.random.key(0), x, ids) == {}
+
+
+def test_nan_inside_the_lengths_propagates_at_large_sizes(rng):
+  """A NaN inside an example's valid extent pools to NaN, and its index is the first
+  NaN's; one beyond the extent is ignored. (At this size XLA:CPU hands a float max
+  reduce to YNNPACK, which drops NaN: the extents' maxima fold instead.)"""
+  x = rng.standard_normal((4, 64, 32)).astype(np.float32)
+  lengths = np.array([64, 40, 64, 10])
+  x[1, 5, 3] = x[1, 7, 3] = np.nan    # inside example 1's 40
+  x[3, 45, 2] = np.nan                # beyond example 3's 10
+  y = np.asarray(jaxpool.global_max_pool(x, 1, lengths=lengths))
+  assert np.argwhere(np.isnan(y)).tolist() == [[1, 3]]
+  values, idx = jaxpool.adaptive_max_pool_with_indices(x, (4,), lengths=lengths)
+  assert np.argwhere(np.isnan(np.asarray(values))).tolist() == [[1, 0, 3]]
+  assert idx[1, 0, 3] == 5
