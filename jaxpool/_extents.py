@@ -113,8 +113,9 @@ def _argmax_one(x: jax.Array, n: jax.Array, out: tuple[int, ...]) -> jax.Array:
 def _max(g: jax.Array, axis: int) -> jax.Array:
   """The max over ``axis`` (kept), NaN first: by folds, not one reduce (XLA:CPU hands a
   large float max reduce to YNNPACK, which drops NaN; see
-  :func:`jaxpool._engine.values.reduce_axes`)."""
-  return jnp.expand_dims(reduce_axes(g, (axis,), "max", True), axis)
+  :func:`jaxpool._engine.values.reduce_axes`). Not fenced: this runs on every backend,
+  and a conditional's predicate is read by the host on a GPU."""
+  return jnp.expand_dims(reduce_axes(g, (axis,), "max", True, once=False), axis)
 
 
 def first_max_index(x: jax.Array, bins) -> jax.Array:

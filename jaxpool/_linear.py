@@ -122,8 +122,8 @@ def unfolded(a: jax.Array, key: jax.Array) -> jax.Array:
 
   XLA folds every instruction whose operands are all constants, in its slow evaluator.
   A constant cotangent (the gradient of ``sum(avg_pool(x))``) would be folded through a
-  window-sum transpose's pads and window sums: 30 s or more to compile the gradient of a
-  5x5/1 average pool over (8, 56, 56, 64) on CPU. One scalar multiply, fused into the
+  window-sum transpose's pads and window sums, which can take minutes of compiling
+  (benchmarks/README.md, "Constant cotangents"). One scalar multiply, fused into the
   first reader of ``a``, keeps it a value. Linear in ``a``.
   """
   if key.size == 0:

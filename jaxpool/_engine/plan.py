@@ -372,8 +372,8 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     strided = all(t.stride > 1 and unpadded(t) for t in taps if not t.identity)
     planes = all(t.regular for t in taps) and not strided
     # fence: XLA:CPU recomputes the map that makes the cotangent in every tap of the
-    # transpose. unfold: XLA folds a constant cotangent through the transpose (30 s or
-    # more of compiling; the fence's conditional prevents that too)
+    # transpose. unfold: XLA folds a constant cotangent through the transpose at compile
+    # time (the fence's conditional prevents that too)
     return Plan(values=values, backward="planes" if planes else "jax",
                 fence=mapped and target.lone,
                 unfold=target.lone and not mapped and not _dense_blocks(taps))

@@ -34,12 +34,17 @@ def _folding(kind: str, dtype, fold: bool) -> bool:
   return fold and kind != "sum" and jnp.issubdtype(dtype, jnp.inexact)
 
 
-def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str, fold: bool) -> jax.Array:
+def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str, fold: bool,
+                once: bool = True) -> jax.Array:
   """Max/min/sum over ``axes`` (dropped). ``fold``: a float max/min by :func:`folds`,
   elementwise maxima of slices, instead of one reduce. XLA:CPU hands a large max/min
   reduce (and a non-overlapping ``reduce_window``, which it rewrites into one) to
   YNNPACK, whose result drops NaN: the max of a window holding a NaN comes out as the
-  max of its other elements. Axes with only size-1 axes between them fold as one."""
+  max of its other elements. Axes with only size-1 axes between them fold as one.
+  ``once``: the folded result computed into memory once
+  (:func:`~jaxpool._linear.computed_once`): fused, XLA:CPU recomputes the folds in every
+  reader, and a first-max match compares each input element with them
+  (benchmarks/README.md, "NaN through large max windows on CPU")."""
   if not _folding(kind, x.dtype, fold):
     return _REDUCE[kind](x, axis=tuple(axes))
   groups: list[list[int]] = []
@@ -58,9 +63,9 @@ def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str, fold: bool) -> jax
   y = x.reshape(shape)
   for a in reversed(folded):
     y = folds(y, a, kind)
-  # into memory once: fused, XLA:CPU recomputes the folds in every reader (a first-max
-  # match compares each input element with it: 7-8x slower measured)
-  return computed_once(y, y).reshape([n for i, n in enumerate(x.shape) if i not in axes])
+  if once:
+    y = computed_once(y, y)
+  return y.reshape([n for i, n in enumerate(x.shape) if i not in axes])
 
 
 def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str,
