@@ -115,7 +115,7 @@ def _max(g: jax.Array, axis: int) -> jax.Array:
   large float max reduce to YNNPACK, which drops NaN; see
   :func:`jaxpool._engine.values.reduce_axes`). Not fenced: this runs on every backend,
   and a conditional's predicate is read by the host on a GPU."""
-  return jnp.expand_dims(reduce_axes(g, (axis,), "max", True, once=False), axis)
+  return jnp.expand_dims(reduce_axes(g, (axis,), "max", "fused"), axis)
 
 
 def first_max_index(x: jax.Array, bins) -> jax.Array:

@@ -97,9 +97,9 @@ def _hlo_ops(fn, shape):
 
 
 def test_large_window_program_size_is_flat():
-  """Global-as-window max, its gradient and its indices do not unroll the window: the
-  values and gradient are the same program at every size; the indices fold each window
-  axis (eighths, then halves), a few ops per doubling of the window."""
+  """Global-as-window max, its gradient and its indices do not unroll the window: each
+  folds the window axes (eighths, then halves; Plan.fold), a few ops per doubling of the
+  window, never one per element."""
   def sizes(w):
     shape = (4, w, w, 8)
     return (_hlo_ops(lambda v: jaxpool.max_pool(v, (w, w)), shape),
@@ -107,9 +107,9 @@ def test_large_window_program_size_is_flat():
             _hlo_ops(lambda v: jaxpool.max_pool_with_indices(v, (w, w))[1], shape))
 
   small, large, larger = sizes(25), sizes(28), sizes(64)
-  assert small[:2] == large[:2] == larger[:2], (small, large, larger)
-  assert larger[2] - small[2] <= 24, (small, large, larger)  # 64 vs 25: 2 more levels
-  assert max(larger) < 150, larger  # the gradient holds both per-backend lowerings
+  for column in zip(small, large, larger):  # 64 vs 25: 2 more levels, 28: remainders
+    assert max(column) - min(column) <= 30, (small, large, larger)
+  assert max(larger) < 200, larger  # the gradient holds both per-backend lowerings
 
 
 def test_large_overlapping_window_values_use_one_reduction():

@@ -55,6 +55,7 @@ INDICES = ("block", "block_match", "match", "first_max", "first_max_tiled", "cha
 UNPOOLS = ("scatter", "check_select", "select")
 BINS = ("gather", "periods")
 ADDRESSES = ("flat", "iota", "batched")
+FOLDS = ("once", "fused")
 OPS = ("max", "min", "sum", "indices", "unpool")
 
 
@@ -114,7 +115,9 @@ class Plan:
       (:func:`jaxpool._engine.values.reduce_axes`), instead of one reduce or a
       non-overlapping ``reduce_window``: XLA:CPU hands those to YNNPACK, whose max/min
       drop NaN (the max of a window holding a NaN comes out finite). Every CPU plan of
-      a float max/min computed in 32 or 64 bits (16-bit reduces do not go there).
+      a float max/min computed in 32 or 64 bits (16-bit reduces do not go there):
+      ``"once"`` (the folded result computed into memory once, as ``fence`` does, on a
+      lone CPU device) or ``"fused"`` (several CPU devices); ``None``: the reduce.
   """
 
   values: str | None = None
@@ -127,12 +130,12 @@ class Plan:
   address: str | None = None
   fence: bool = False
   unfold: bool = False
-  fold: bool = False
+  fold: str | None = None
 
   def __post_init__(self):
     for name, forms in (("values", VALUES), ("residual", RESIDUALS), ("backward", BACKWARDS),
                         ("indices", INDICES), ("unpool", UNPOOLS), ("bins", BINS),
-                        ("address", ADDRESSES)):
+                        ("address", ADDRESSES), ("fold", FOLDS)):
       value = getattr(self, name)
       if value is not None and value not in forms:
         raise ValueError(f"Plan: {name} must be None or one of {forms}, got {value!r}.")
@@ -382,7 +385,9 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
                 bins="periods" if periodic else None,
                 address=address if backward in ("scatter", "chain_scatter") else None,
-                fold=bool(jnp.issubdtype(dtype, jnp.inexact)) and (upcast or not sixteen),
+                fold=(("once" if target.lone else "fused")
+                      if jnp.issubdtype(dtype, jnp.inexact) and (upcast or not sixteen)
+                      else None),
                 fence=target.lone and (residual == "input" and _chain_rereads(taps)
                                        or residual == "match_real"))
   if op != "indices":
@@ -554,7 +559,7 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
       return ("backward='jax' routes to the first max only for values='window' over "
               "regular undilated windows")
     if p.fold and blocked(taps):
-      return ("backward='jax' needs reduce_window values; fold=True reduces "
+      return ("backward='jax' needs reduce_window values; fold reduces "
               "non-overlapping windows by folds (JAX's max rule splits ties)")
   if p.values == "blocks" and not (regular and blocked(taps)):
     return "values='blocks' needs non-overlapping undilated windows"
@@ -639,7 +644,7 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
     swaps += [{"unpool": u, "address": a} for u in UNPOOLS for a in ADDRESSES]
   if op != "sum" and jnp.issubdtype(dtype, jnp.floating):
     swaps.append({"upcast": not base.upcast})
-    swaps.append({"fold": not base.fold})
+    swaps += [{"fold": f} for f in (None, *FOLDS)]
   for swap in swaps:
     p = dataclasses.replace(base, **swap)
     if valid(p, op, taps) is None and p not in found:

@@ -100,7 +100,7 @@ def _once(a: jax.Array, fence: bool) -> jax.Array:
 
 def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
                  extras: Sequence[jax.Array], fence: bool = False,
-                 bins: str | None = None, fold: bool = False
+                 bins: str | None = None, fold: str | None = None
                  ) -> tuple[jax.Array, list[jax.Array]]:
   """Max/min over the windows, and each of ``extras`` at the first-max position.
 
@@ -295,7 +295,7 @@ def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
 
 
 def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False,
-                     bins: str | None = None, fold: bool = False) -> jax.Array:
+                     bins: str | None = None, fold: str | None = None) -> jax.Array:
   """int32 flat spatial index of each window's first max (min), by :func:`select_chain`."""
   spatial = tuple(t.size for t in taps)
   _, (idx,) = select_chain(x, axes, taps, kind, [iota(x.ndim, axes, spatial)], fence, bins,
@@ -304,7 +304,7 @@ def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False,
 
 
 def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
-               bins: str | None = None, fold: bool = False) -> jax.Array:
+               bins: str | None = None, fold: str | None = None) -> jax.Array:
   """VJP of :func:`select_chain`'s values: route ``g`` back one axis at a time.
 
   The forward chain's offsets are recomputed from ``x``; each strided-slice axis routes

@@ -30,18 +30,19 @@ COMBINE = {"max": lax.max, "min": lax.min, "sum": lax.add}
 _REDUCE = {"max": jnp.max, "min": jnp.min, "sum": jnp.sum}
 
 
-def _folding(kind: str, dtype, fold: bool) -> bool:
-  return fold and kind != "sum" and jnp.issubdtype(dtype, jnp.inexact)
+def _folding(kind: str, dtype, fold: str | None) -> bool:
+  return bool(fold) and kind != "sum" and jnp.issubdtype(dtype, jnp.inexact)
 
 
-def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str, fold: bool,
-                once: bool = True) -> jax.Array:
-  """Max/min/sum over ``axes`` (dropped). ``fold``: a float max/min by :func:`folds`,
+def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str,
+                fold: str | None) -> jax.Array:
+  """Max/min/sum over ``axes`` (dropped). ``fold`` (``"once"``, ``"fused"`` or
+  ``None``, as :class:`~jaxpool._engine.plan.Plan` names it): a float max/min by :func:`folds`,
   elementwise maxima of slices, instead of one reduce. XLA:CPU hands a large max/min
   reduce (and a non-overlapping ``reduce_window``, which it rewrites into one) to
   YNNPACK, whose result drops NaN: the max of a window holding a NaN comes out as the
   max of its other elements. Axes with only size-1 axes between them fold as one.
-  ``once``: the folded result computed into memory once
+  ``"once"``: the folded result computed into memory once
   (:func:`~jaxpool._linear.computed_once`): fused, XLA:CPU recomputes the folds in every
   reader, and a first-max match compares each input element with them
   (benchmarks/README.md, "NaN through large max windows on CPU")."""
@@ -63,13 +64,13 @@ def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str, fold: bool,
   y = x.reshape(shape)
   for a in reversed(folded):
     y = folds(y, a, kind)
-  if once:
+  if fold == "once":
     y = computed_once(y, y)
   return y.reshape([n for i, n in enumerate(x.shape) if i not in axes])
 
 
 def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str,
-                fold: bool = False) -> jax.Array:
+                fold: str | None = None) -> jax.Array:
   """One axis reduced through the view :func:`~jaxpool._engine.plan.axis_form` names
   (``fold``: see :func:`reduce_axes`)."""
   fill = identity(kind, x.dtype)
@@ -82,13 +83,13 @@ def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str,
 
 
 def reduce_window(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
-                  kind: str, fold: bool = False) -> jax.Array:
+                  kind: str, fold: str | None = None) -> jax.Array:
   """One ``lax.reduce_window`` over the regular ``axes`` (JAX's own derivative applies).
   ``fold``: non-overlapping float max/min windows as their blocks, folded
   (:func:`reduce_axes`)."""
   if _folding(kind, x.dtype, fold) and planner.blocked(taps):
     w = Windows(x.ndim, tuple(axes), tuple(taps))
-    return reduce_axes(w.blocks(x, identity(kind, x.dtype)), w.window_axes, kind, True)
+    return reduce_axes(w.blocks(x, identity(kind, x.dtype)), w.window_axes, kind, fold)
   dims, strides, dil = ([1] * x.ndim for _ in range(3))
   pads = [(0, 0)] * x.ndim
   for a, t in zip(axes, taps):
@@ -122,7 +123,8 @@ def folds(x: jax.Array, axis: int, kind: str) -> jax.Array:
 
 
 def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
-                form: str | None, bins: str | None = None, fold: bool = False) -> jax.Array:
+                form: str | None, bins: str | None = None,
+                fold: str | None = None) -> jax.Array:
   """Max/min/sum over the windows: the regular axes in ``form``, then each irregular
   axis in the view :func:`~jaxpool._engine.plan.axis_form` names for ``bins``
   (``fold``: see :func:`reduce_axes`)."""
