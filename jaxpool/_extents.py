@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxpool import _geometry as geo
-from jaxpool._engine.values import reduce_axes
+from jaxpool._engine.values import folds
 from jaxpool._engine.views import expand, identity
 
 
@@ -111,11 +111,11 @@ def _argmax_one(x: jax.Array, n: jax.Array, out: tuple[int, ...]) -> jax.Array:
 
 
 def _max(g: jax.Array, axis: int) -> jax.Array:
-  """The max over ``axis`` (kept), NaN first: by folds, not one reduce (XLA:CPU hands a
-  large float max reduce to YNNPACK, which drops NaN; see
-  :func:`jaxpool._engine.values.reduce_axes`). Not fenced: this runs on every backend,
-  and a conditional's predicate is read by the host on a GPU."""
-  return jnp.expand_dims(reduce_axes(g, (axis,), "max", "fused"), axis)
+  """The max over ``axis`` (kept), NaN first: by :func:`~jaxpool._engine.values.folds`,
+  not one reduce (XLA:CPU hands a large float max reduce to YNNPACK, which drops NaN;
+  see :func:`jaxpool._engine.values.reduce_axes`). Not fenced: this runs on every
+  backend, and a conditional's predicate is read by the host on a GPU."""
+  return folds(g, axis, "max")
 
 
 def first_max_index(x: jax.Array, bins) -> jax.Array:
