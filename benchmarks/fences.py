@@ -15,7 +15,8 @@ tried for sums); non-overlapping max windows' dense block derivative (in 16 bits
 16-bit input) against the chain's indices and a scatter-add; the ``unfold`` field of
 sums (their cotangent times a one XLA cannot fold) against the plain cotangent; the
 ``fold`` field of float max/min (folds, which keep NaN) against the reduce XLA:CPU hands
-to YNNPACK (which drops NaN). ``--only``
+to YNNPACK (which drops NaN); the ``order`` of a chain's flat index over channels_first
+input (the minor pooled axis last) against the last axis first. ``--only``
 runs the cases
 whose name contains one of the given texts.
 """
@@ -34,6 +35,7 @@ import jaxpool
 from jaxpool._engine import plan as planner
 
 S = (8, 56, 56, 64)
+CF = (8, 64, 56, 56)
 
 
 def _grad(f):
@@ -124,6 +126,20 @@ CASES = {
         (32, 512, 14, 14), "float32", lambda x: jaxpool.channel_pool(
             x, "max", data_format="channels_first", num_spatial_dims=2), "max",
         {"fold": False}),
+    # a chain's flat index over channels_first input: the minor (last) pooled axis
+    # reduced last, against last axis first
+    "order: adaptive max channels_first 56->5 fwd+bwd: last axis first": (
+        CF, "float32", _grad(lambda x: jaxpool.adaptive_max_pool(
+            x, (5, 5), data_format="channels_first")), "max", {"order": None}),
+    "order: adaptive max channels_first 56->3 fwd+bwd: last axis first": (
+        CF, "float32", _grad(lambda x: jaxpool.adaptive_max_pool(
+            x, (3, 3), data_format="channels_first")), "max", {"order": None}),
+    "order: adaptive indices channels_first 56->5 fwd: last axis first": (
+        CF, "float32", lambda x: jaxpool.adaptive_max_pool_with_indices(
+            x, (5, 5), data_format="channels_first"), "indices", {"order": None}),
+    "order: adaptive max 3-D channels_first ->(4, 7, 5) fwd+bwd: last axis first": (
+        (4, 32, 16, 28, 28), "float32", _grad(lambda x: jaxpool.adaptive_max_pool(
+            x, (4, 7, 5), data_format="channels_first")), "max", {"order": None}),
     "adaptive max 56->5 fwd+bwd: chain fence off": (
         S, "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (5, 5))),
         "max", {"fence": False}),

@@ -5,6 +5,7 @@ the program each platform gets (``jax.export`` lowers for cuda and tpu without o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 
@@ -236,7 +237,7 @@ def test_a_forced_plan_is_checked_against_the_geometry():
 def test_candidates_cover_every_form():
   """Between them the test geometries reach every form of every field."""
   seen = {f: set() for f in ("values", "residual", "backward", "indices", "unpool",
-                             "address", "fence", "unfold", "fold")}
+                             "address", "fence", "unfold", "fold", "order")}
   for op in ("max", "sum", "indices"):
     for name in list(WINDOWS) + list(ADAPTIVE):
       size, taps, _ = _geometry(name)
@@ -257,6 +258,7 @@ def test_candidates_cover_every_form():
   assert seen["fence"] == {False, True}
   assert seen["unfold"] == {False, True}
   assert seen["fold"] == {None, *planner.FOLDS}
+  assert seen["order"] == {None, *planner.ORDERS}
 
 
 # ----------------------------------------------------------------------------- per backend
@@ -891,3 +893,71 @@ def test_sixteen_bit_max_runs_in_float32_on_cpu(dtype):
   assert v.dtype == dtype
   np.testing.assert_array_equal(np.asarray(v, np.float32), np.asarray(v32, np.float32))
   np.testing.assert_array_equal(i, i32)
+
+
+def test_channels_first_chains_reduce_the_minor_axis_last():
+  """A chain's flat index (``chain_scatter``, ``"chain"`` indices) over two or more pooled
+  axes whose last is the array's minor axis (``inner == 1``, channels_first) reduces that
+  axis last on CPU; channels_last input, one pooled axis and other backends keep the
+  last axis first."""
+  taps = tuple(bin_taps(56, 5) for _ in range(2))
+  cpu = planner.Target("cpu", True)
+  for op in ("max", "indices"):
+    p = planner.plan(op, taps, np.float32, cpu, size=8 * 64 * 56 * 56, inner=1)
+    assert (p.backward == "chain_scatter" or p.indices == "chain") and p.order == "minor_last"
+    assert planner.plan(op, taps, np.float32, cpu, size=8 * 64 * 56 * 56, inner=64).order \
+        is None
+    assert planner.plan(op, taps[:1], np.float32, cpu, size=8 * 64 * 56, inner=1).order \
+        is None
+    for platform in ("gpu", "accelerator"):
+      assert planner.plan(op, taps, np.float32, planner.Target(platform, True),
+                          inner=1).order is None
+
+
+# geometries whose chain views each axis by slices, a reshape, periods and a gather
+ORDERED = {"slices": ((13, 12), ((7, 6), (3, 2))),  # sizes, (windows, strides) or outputs
+           "reshape": ((8, 9), ((4, 3), (4, 3))),
+           "periods": ((10, 9), (4, 6)), "gather": ((10, 12), (4, 5)),
+           "3-D": ((5, 6, 7), (3, 4, 2))}
+
+
+@pytest.mark.parametrize("view", list(ORDERED))
+@pytest.mark.parametrize("kind", ["max", "min"])
+def test_the_minor_last_order_finds_the_row_major_first_max(rng, view, kind):
+  """With the last pooled axis reduced last, the flat index is still PyTorch's: the
+  row-major first max (first NaN), on tie-heavy input, through each axis view; the
+  gradient goes there too (against the reference, not the other order)."""
+  size, spec = ORDERED[view]
+  if view in ("slices", "reshape"):
+    windows, strides = spec
+    taps = tuple(geo.AxisTaps(n, (n - k) // s + 1, k, s, 1, 0)
+                 for n, k, s in zip(size, windows, strides))
+    args = (windows, strides, 0, 1, False)
+  else:
+    taps, args = tuple(bin_taps(n, o) for n, o in zip(size, spec)), None
+  axes = tuple(range(2, 2 + len(size)))
+  x = ties(rng, (2, 3) + size)
+  x[0, 1].flat[5] = x[1, 2].flat[17] = np.nan
+  want, want_idx = _reference_indices(x, taps, args, kind)
+  g = randn(rng, want.shape)
+  bins = "periods" if view == "periods" else None
+  base = dataclasses.replace(
+      planner.plan("indices", taps, np.float32, planner.Target("cpu", True), size=x.size,
+                   inner=1), residual="input", backward="chain_scatter", address="flat",
+      bins=bins, order="minor_last")
+  for name, p in (("values", dataclasses.replace(base, indices=None)),
+                  ("indices", dataclasses.replace(base, indices="chain"))):
+    if view != "3-D":
+      assert {planner.axis_form(t, bins) for t in taps} == {view}
+    if name == "values":
+      y, vjp = jax.vjp(lambda v, p=p: select_pool(v, axes, taps, kind, plan=p), x)
+    else:
+      if kind == "min":
+        continue
+      (y, i), vjp_both = jax.vjp(
+          lambda v, p=p: pool_with_indices(v, axes, taps, size, plan=p), x)
+      np.testing.assert_array_equal(i, want_idx)
+      vjp = functools.partial(
+          lambda g, f, z: f((g, z)), f=vjp_both, z=np.zeros(i.shape, jax.dtypes.float0))
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_allclose(vjp(g)[0], _routed(x, g, want_idx), rtol=1e-6, atol=1e-6)

@@ -56,6 +56,7 @@ UNPOOLS = ("scatter", "check_select", "select")
 BINS = ("gather", "periods")
 ADDRESSES = ("flat", "iota", "batched")
 FOLDS = ("once", "fused")
+ORDERS = ("minor_last",)
 OPS = ("max", "min", "sum", "indices", "unpool")
 
 
@@ -118,6 +119,13 @@ class Plan:
       a float max/min computed in 32 or 64 bits (16-bit reduces do not go there):
       ``"once"`` (the folded result computed into memory once, as ``fence`` does, on a
       lone CPU device) or ``"fused"`` (several CPU devices); ``None``: the reduce.
+    order: the order in which a chain's flat index (the ``chain_scatter`` backward,
+      ``"chain"`` indices) reduces the axes: ``None``, the last pooled axis first (each
+      axis keeps its first match, which composes into the row-major first max), or
+      ``"minor_last"``, the last pooled axis last, each axis keeping the least carried
+      flat index among the matches (the same first max). Where the last pooled axis is
+      the array's minor one (channels_first), reducing it last strides over the
+      already-pooled array instead of the input.
   """
 
   values: str | None = None
@@ -131,11 +139,13 @@ class Plan:
   fence: bool = False
   unfold: bool = False
   fold: str | None = None
+  order: str | None = None
 
   def __post_init__(self):
     for name, forms in (("values", VALUES), ("residual", RESIDUALS), ("backward", BACKWARDS),
                         ("indices", INDICES), ("unpool", UNPOOLS), ("bins", BINS),
-                        ("address", ADDRESSES), ("fold", FOLDS)):
+                        ("address", ADDRESSES), ("fold", FOLDS),
+                        ("order", ORDERS)):
       value = getattr(self, name)
       if value is not None and value not in forms:
         raise ValueError(f"Plan: {name} must be None or one of {forms}, got {value!r}.")
@@ -361,6 +371,16 @@ def _regular(taps):
 
 
 def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
+  p = _cpu_forms(op, taps, dtype, target, size, mapped, inner)
+  # a chain's flat index over a minor pooled axis (channels_first): that axis last
+  # (benchmarks/README.md, "Chain order")
+  chained = p.backward == "chain_scatter" or p.indices == "chain"
+  if chained and inner == 1 and sum(not t.identity for t in taps) >= 2:
+    return dataclasses.replace(p, order="minor_last")
+  return p
+
+
+def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   regular = _regular(taps)
   # an identity tap (a window of 1) among the pooled axes: the windows' shape is not known
   values = values_form(regular, "sum" if op == "sum" else "max",
@@ -575,6 +595,8 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "unfold is a sum's form"
   if p.fold and op not in ("max", "min", "indices"):
     return "fold is a max/min form"
+  if p.order and not (p.backward == "chain_scatter" or p.indices == "chain"):
+    return "order is the order of a chain's flat index (chain_scatter or chain indices)"
   if op == "sum":
     if p.backward not in (None, "jax", "planes"):
       return f"backward={p.backward!r} is a max/min form"
@@ -639,12 +661,17 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
     swaps += [{"bins": b} for b in (None, *BINS)]
   if op == "indices":
     swaps += [{"indices": i} for i in INDICES]
+    swaps += [{"indices": "chain", "order": o} for o in ORDERS]
     swaps.append({"indices": "block", "values": None, "residual": None, "backward": None})
   if op == "unpool":
     swaps += [{"unpool": u, "address": a} for u in UNPOOLS for a in ADDRESSES]
   if op != "sum" and jnp.issubdtype(dtype, jnp.floating):
     swaps.append({"upcast": not base.upcast})
     swaps += [{"fold": f} for f in (None, *FOLDS)]
+  if op != "sum":
+    swaps += [{"order": o} for o in (None, *ORDERS)]
+    swaps += [{"residual": "input", "backward": "chain_scatter", "address": "flat",
+               "order": o} for o in ORDERS]
   for swap in swaps:
     p = dataclasses.replace(base, **swap)
     if valid(p, op, taps) is None and p not in found:

@@ -31,6 +31,7 @@ from jaxpool._engine.views import (
   interleave,
   iota,
   period_slices,
+  stacked,
   tiled,
 )
 from jaxpool._geometry import AxisTaps
@@ -295,12 +296,50 @@ def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
 
 
 def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False,
-                     bins: str | None = None, fold: str | None = None) -> jax.Array:
-  """int32 flat spatial index of each window's first max (min), by :func:`select_chain`."""
+                     bins: str | None = None, fold: str | None = None,
+                     order: str | None = None) -> jax.Array:
+  """int32 flat spatial index of each window's first max (min), by :func:`select_chain`
+  (``order=None``), or with the last pooled axis reduced last (``"minor_last"``), each
+  axis keeping the least flat index among its matches (:func:`_least_index_axis`)."""
   spatial = tuple(t.size for t in taps)
-  _, (idx,) = select_chain(x, axes, taps, kind, [iota(x.ndim, axes, spatial)], fence, bins,
-                           fold)
+  idx = iota(x.ndim, axes, spatial)
+  if order is None:
+    _, (idx,) = select_chain(x, axes, taps, kind, [idx], fence, bins, fold)
+  else:
+    steps = list(zip(axes, taps))
+    for axis, t in [*reversed(steps[:-1]), steps[-1]]:
+      if t.identity:
+        continue
+      form = planner.axis_form(t, bins)
+      y = _once(reduce_axis(x, axis, t, kind, form, fold), fence)
+      idx = _once(_least_index_axis(x, y, idx, axis, t, kind, form), fence)
+      x = y
   return jnp.broadcast_to(idx, out_shape).astype(jnp.int32)
+
+
+_NO_INDEX = np.int32(np.iinfo(np.int32).max)
+
+
+def _least_index_axis(x, y, idx, axis: int, t: AxisTaps, kind: str, form: str) -> jax.Array:
+  """Per output position along ``axis``, the least of ``idx`` (flat indices broadcast
+  against ``x``) among the window elements holding ``y`` (or NaN). Whatever order the
+  axes are reduced in, the least index among the matches is the row-major first max."""
+  fill = identity(kind, x.dtype)
+  idx = jnp.broadcast_to(idx, x.shape)
+
+  def least(parts, ids, yb):
+    return functools.reduce(jnp.minimum, [jnp.where(_matches(a, yb), i, _NO_INDEX)
+                                          for a, i in zip(parts, ids)])
+
+  if form == "slices":
+    w = Windows(x.ndim, (axis,), (t,))
+    return least(w.slices(x, fill), w.slices(idx, _NO_INDEX), y)
+  if form == "periods":
+    return from_periods([least(px, pi, yb) for px, pi, yb in zip(
+        period_slices(x, axis, t), period_slices(idx, axis, t), in_periods(y, axis, t))], axis)
+  hit = _matches(stacked(x, axis, t, fill, form), jnp.expand_dims(y, axis + 1))
+  ids = stacked(idx, axis, t, _NO_INDEX, form)
+  return jnp.min(jnp.where(hit, ids, _NO_INDEX), axis=axis + 1)
 
 
 def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
@@ -337,8 +376,6 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
 
 
 # ----------------------------------------------------------------------------- values + index
-
-_NO_INDEX = np.int32(np.iinfo(np.int32).max)
 
 
 def window_argmax(x: jax.Array, w: Windows, spatial: Sequence[int],
