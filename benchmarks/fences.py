@@ -16,7 +16,8 @@ tried for sums); non-overlapping max windows' dense block derivative (in 16 bits
 sums (their cotangent times a one XLA cannot fold) against the plain cotangent; the
 ``fold`` field of float max/min (folds, which keep NaN) against the reduce XLA:CPU hands
 to YNNPACK (which drops NaN); the ``order`` of a chain's flat index over channels_first
-input (the minor pooled axis last) against the last axis first. ``--only``
+input (the minor pooled axis last) against the last axis first; sums of adaptive bins
+as one take per offset (``bins="takes"``) against the gather and the periods. ``--only``
 runs the cases
 whose name contains one of the given texts.
 """
@@ -231,6 +232,26 @@ CASES = {
     "adaptive max 28->12 fwd+bwd: gathered bins": (
         (8, 28, 28, 64), "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (12, 12))),
         "max", {"bins": None}),
+    # sums of adaptive bins: one take per bin offset (planned) against the gather
+    "takes: adaptive avg 56->80 fwd (8, 56, 56, 16): gathered bins": (
+        (8, 56, 56, 16), "float32", lambda x: jaxpool.adaptive_avg_pool(x, (80, 80)),
+        "sum", {"bins": None}),
+    "takes: adaptive avg 56->80 fwd+bwd (8, 56, 56, 16): gathered bins": (
+        (8, 56, 56, 16), "float32",
+        _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(x, (80, 80))),
+        "sum", {"bins": None}),
+    "takes: adaptive avg 1-D 1024->50 fwd: gathered bins": (
+        (16, 1024, 64), "float32", lambda x: jaxpool.adaptive_avg_pool(x, (50,)),
+        "sum", {"bins": None}),
+    "takes: adaptive avg 1-D 1024->50 fwd+bwd: gathered bins": (
+        (16, 1024, 64), "float32",
+        _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(x, (50,))), "sum", {"bins": None}),
+    "takes: adaptive avg 56->3 fwd+bwd: gathered bins": (
+        S, "float32", _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(x, (3, 3))),
+        "sum", {"bins": None}),
+    "takes: adaptive avg channels_first 56->80 fwd (8, 16, 56, 56): gathered bins": (
+        (8, 16, 56, 56), "float32", lambda x: jaxpool.adaptive_avg_pool(
+            x, (80, 80), data_format="channels_first"), "sum", {"bins": None}),
     "adaptive avg 56->80 fwd (8, 56, 56, 16): bins in periods": (
         (8, 56, 56, 16), "float32", lambda x: jaxpool.adaptive_avg_pool(x, (80, 80)),
         "sum", {"bins": "periods"}),

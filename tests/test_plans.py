@@ -237,7 +237,7 @@ def test_a_forced_plan_is_checked_against_the_geometry():
 def test_candidates_cover_every_form():
   """Between them the test geometries reach every form of every field."""
   seen = {f: set() for f in ("values", "residual", "backward", "indices", "unpool",
-                             "address", "fence", "unfold", "fold", "order")}
+                             "address", "fence", "unfold", "fold", "order", "bins")}
   for op in ("max", "sum", "indices"):
     for name in list(WINDOWS) + list(ADAPTIVE):
       size, taps, _ = _geometry(name)
@@ -259,6 +259,7 @@ def test_candidates_cover_every_form():
   assert seen["unfold"] == {False, True}
   assert seen["fold"] == {None, *planner.FOLDS}
   assert seen["order"] == {None, *planner.ORDERS}
+  assert seen["bins"] >= set(planner.BINS)
 
 
 # ----------------------------------------------------------------------------- per backend
@@ -961,3 +962,28 @@ def test_the_minor_last_order_finds_the_row_major_first_max(rng, view, kind):
           lambda g, f, z: f((g, z)), f=vjp_both, z=np.zeros(i.shape, jax.dtypes.float0))
     np.testing.assert_array_equal(y, want)
     np.testing.assert_allclose(vjp(g)[0], _routed(x, g, want_idx), rtol=1e-6, atol=1e-6)
+
+
+def test_cpu_sums_take_adaptive_bins_and_route_back_without_scatter():
+  """On CPU, sums over adaptive bins up to ``TAKES_MAX`` wide take each bin offset
+  (``bins="takes"``); their reverse mode takes the cotangent at each input's bins: the
+  gradient program holds no scatter, where the gathered bins' transpose is one."""
+  cpu = planner.Target("cpu", True)
+  narrow, wide = bin_taps(7, 10), bin_taps(512, 9)
+  assert planner.plan("sum", (narrow, narrow), np.float32, cpu).bins == "takes"
+  assert planner.plan("sum", (wide,), np.float32, cpu).bins is None
+  assert planner.axis_form(wide, "takes") == "gather"
+  for platform in ("gpu", "accelerator"):
+    assert planner.plan("sum", (narrow,), np.float32, planner.Target(platform, True)).bins \
+        is None
+  assert planner.plan("max", (narrow,), np.float32, cpu).bins != "takes"
+  taps, axes = (narrow, bin_taps(7, 3)), (1, 2)
+  x = jnp.ones((2, 7, 7, 3))
+
+  def grad_ops(plan):
+    f = jax.grad(lambda v: jnp.sum(sum_pool(v, axes, taps, (False, None), plan=plan) ** 2))
+    return _ops(_program(f, x, "cpu"))
+
+  p = planner.plan("sum", taps, np.float32, cpu)
+  assert "scatter" not in grad_ops(p) and "gather" in grad_ops(p)
+  assert "scatter" in grad_ops(dataclasses.replace(p, bins=None))

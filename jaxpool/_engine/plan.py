@@ -45,6 +45,7 @@ CHAIN_READS = 2    # chain scatter-add only where windows read each element this
 INT32_MAX = 2**31  # flat scatter positions must fit int32
 FOLD_INNER_MIN = 8  # elements after a summed axis for folding it (one float32 vector)
 PERIOD_SLICES_MAX = 64  # slices (bins x offsets) of one period of adaptive bins; more: a gather
+TAKES_MAX = 32     # adaptive bin width summed as one take per offset; wider: a gather
 
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
@@ -53,7 +54,7 @@ RESIDUALS = ("match_blocks", "match_stacked", "match_slices", "match_real", "fir
 BACKWARDS = ("jax", "block", "planes", "scatter", "chain", "chain_scatter")
 INDICES = ("block", "block_match", "match", "first_max", "first_max_tiled", "chain")
 UNPOOLS = ("scatter", "check_select", "select")
-BINS = ("gather", "periods")
+BINS = ("gather", "periods", "takes")
 ADDRESSES = ("flat", "iota", "batched")
 FOLDS = ("once", "fused")
 ORDERS = ("minor_last",)
@@ -89,12 +90,14 @@ class Plan:
       chain), ``"first_max"`` / ``"first_max_tiled"`` (compare chain) or ``"chain"``.
     unpool: ``"scatter"``, ``"check_select"`` (a check that every index lies in its
       window, then a compare-and-select instead of the scatter) or ``"select"``.
-    bins: how max/min values, offsets and the chain derivative read the bins of
-      adaptive (irregular) axes: ``"gather"`` (one static gather; ``None`` is the same)
-      or ``"periods"`` (bins that repeat every few elements, as adaptive bins do every
-      ``size / gcd(size, out)``: a reshape into equal groups and one slice per bin
-      offset of a group, so that no gather and no scatter is emitted; see
-      :func:`period`).
+    bins: how max/min values, offsets and the chain derivative (or a sum) read the
+      bins of adaptive (irregular) axes: ``"gather"`` (one static gather; ``None`` is
+      the same), ``"periods"`` (bins that repeat every few elements, as adaptive bins
+      do every ``size / gcd(size, out)``: a reshape into equal groups and one slice per
+      bin offset of a group, so that no gather and no scatter is emitted; see
+      :func:`period`) or, for sums only, ``"takes"`` (one static take per bin offset,
+      added; the transpose takes the cotangent at each input's bins:
+      :func:`jaxpool._engine.values.bin_sum`).
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
@@ -251,14 +254,24 @@ def whole(t: AxisTaps) -> bool:
 def axis_form(t: AxisTaps, bins: str | None = None) -> str:
   """How one axis of a chain views its windows: a reshape (non-overlapping), one slice
   per offset (up to ``UNROLL_MAX``), one slice per bin offset of a period of adaptive
-  bins (``bins="periods"`` and :func:`period` finds one), or a static gather."""
+  bins (``bins="periods"`` and :func:`period` finds one), one static take per bin offset
+  (``bins="takes"``, sums of adaptive bins up to ``TAKES_MAX`` wide), or a static
+  gather."""
   if t.regular and t.dilation == 1 and t.stride >= t.window:
     return "reshape"
   if t.regular and t.window <= UNROLL_MAX:
     return "slices"
+  if bins == "takes" and _takes(t):
+    return "takes"
   if bins == "periods" and period(t) is not None:
     return "periods"
   return "gather"
+
+
+def _takes(t: AxisTaps) -> bool:
+  """Adaptive bins narrow enough to sum as one take per offset (program size grows with
+  the bin width)."""
+  return not t.regular and t.window <= TAKES_MAX
 
 
 def period(t: AxisTaps) -> tuple[int, int] | None:
@@ -397,7 +410,10 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # fence: XLA:CPU recomputes the map that makes the cotangent in every tap of the
     # transpose. unfold: XLA folds a constant cotangent through the transpose at compile
     # time (the fence's conditional prevents that too)
+    # adaptive bins as static takes per offset, their transpose takes of the cotangent
+    # (benchmarks/README.md, "Adaptive bin sums as takes")
     return Plan(values=values, backward="planes" if planes else "jax",
+                bins="takes" if any(map(_takes, taps)) else None,
                 fence=mapped and target.lone,
                 unfold=target.lone and not mapped and not _dense_blocks(taps))
   residual, backward = _cpu_select_derivative(taps, address, sixteen, inner)
@@ -593,6 +609,8 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "backward='block' needs non-overlapping undilated windows and their offsets"
   if p.unfold and op != "sum":
     return "unfold is a sum's form"
+  if p.bins == "takes" and op != "sum":
+    return "bins='takes' is a sum's form"
   if p.fold and op not in ("max", "min", "indices"):
     return "fold is a max/min form"
   if p.order and not (p.backward == "chain_scatter" or p.indices == "chain"):

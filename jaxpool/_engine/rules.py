@@ -37,7 +37,13 @@ from jaxpool._engine.select import (
   scatter_add_at,
   window_argmax,
 )
-from jaxpool._engine.values import folds, mean_values, pool_values, sum_transpose
+from jaxpool._engine.values import (
+  binned_mean_values,
+  folds,
+  mean_values,
+  pool_values,
+  sum_transpose,
+)
 from jaxpool._engine.views import Windows
 from jaxpool._geometry import AxisTaps
 from jaxpool._linear import computed_once, fence_cotangent, transposed_jvp, unfold_cotangent
@@ -78,7 +84,7 @@ def sum_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
     if p.backward == "planes":
       pool = lambda x: _mean_pool(x, axes, taps, rule, p.values)  # noqa: E731
     else:
-      pool = lambda x: mean_values(x, axes, taps, rule, p.values)  # noqa: E731
+      pool = lambda x: binned_mean_values(x, axes, taps, rule, p.values, p.bins)  # noqa: E731
     if p.fence:
       return lambda x: fence_cotangent(pool(x))
     if p.unfold:

@@ -16,6 +16,7 @@ from jax import lax
 from jaxpool._engine import plan as planner
 from jaxpool._engine.views import (
   Windows,
+  expand,
   from_periods,
   identity,
   interleave,
@@ -24,7 +25,7 @@ from jaxpool._engine.views import (
   tiled,
 )
 from jaxpool._geometry import AxisTaps
-from jaxpool._linear import computed_once
+from jaxpool._linear import computed_once, transposed_jvp
 
 COMBINE = {"max": lax.max, "min": lax.min, "sum": lax.add}
 _REDUCE = {"max": jnp.max, "min": jnp.min, "sum": jnp.sum}
@@ -72,14 +73,62 @@ def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str,
 def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str,
                 fold: str | None = None) -> jax.Array:
   """One axis reduced through the view :func:`~jaxpool._engine.plan.axis_form` names
-  (``fold``: see :func:`reduce_axes`)."""
+  (``fold``: see :func:`reduce_axes`; ``"takes"``: sums only, :func:`bin_sum`)."""
   fill = identity(kind, x.dtype)
+  if form == "takes":
+    return bin_sum(x, axis, t)
   if form == "slices":
     return functools.reduce(COMBINE[kind], Windows(x.ndim, (axis,), (t,)).slices(x, fill))
   if form == "periods":
     return from_periods([functools.reduce(COMBINE[kind], parts)
                          for parts in period_slices(x, axis, t)], axis)
   return reduce_axes(stacked(x, axis, t, fill, form), (axis + 1,), kind, fold)
+
+
+def _taken_sum(x: jax.Array, axis: int, pos: np.ndarray, real: np.ndarray) -> jax.Array:
+  """``sum_j x[pos[:, j]]`` along ``axis`` over the ``real`` taps: one static take per
+  column of ``pos``, which XLA fuses into one pass writing the output."""
+  zero = np.zeros((), x.dtype)
+  total = None
+  for j in range(pos.shape[1]):
+    part = jnp.take(x, np.clip(pos[:, j], 0, x.shape[axis] - 1), axis=axis, mode="clip")
+    if not real[:, j].all():
+      part = jnp.where(expand(real[:, j], x.ndim, axis, 1), part, zero)
+    total = part if total is None else total + part
+  return total
+
+
+@functools.cache
+def _readers(t: AxisTaps) -> tuple[np.ndarray, np.ndarray]:
+  """The transpose of ``t``'s bins: per input position, the output positions that read
+  it, as ``(size, k)`` positions and a mask of the real ones (bins are contiguous and
+  ordered, so each input's readers are a run of outputs)."""
+  pos, real = t.positions(), t.real()
+  readers: list[list[int]] = [[] for _ in range(t.size)]
+  for o, j in zip(*np.nonzero(real)):
+    readers[pos[o, j]].append(int(o))
+  k = max(1, max(map(len, readers)))
+  out = np.zeros((t.size, k), np.int32)
+  mask = np.zeros((t.size, k), bool)
+  for i, r in enumerate(readers):
+    out[i, :len(r)], mask[i, :len(r)] = r, True
+  return out, mask
+
+
+def _bin_sum_values(x, axis, t):
+  return _taken_sum(x, axis, t.positions(), t.real())
+
+
+def _bin_sum_backward(x, operands, y, axis, t):
+  return lambda g: _taken_sum(g, axis, *_readers(t))
+
+
+# Bin sums along one axis as static takes (no gather temp, no reduce), whose transpose is
+# again takes (of the cotangent, at each input's readers) instead of scatter-adds.
+bin_sum = transposed_jvp(_bin_sum_values, _bin_sum_backward, static=2)
+bin_sum.__doc__ = """Sums over the bins ``t`` along ``axis`` (any taps; planned for adaptive
+bins on CPU, ``bins="takes"``): per window offset one static take of ``x``, masked where
+the bin is narrower, added. Reverse mode takes the cotangent at each input's readers."""
 
 
 def reduce_window(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
@@ -182,7 +231,13 @@ def divide(total: jax.Array, d: int | jax.Array) -> jax.Array:
 
 def mean_values(x, axes, taps, rule, form):
   """Window sums, divided by :func:`divisor` when ``rule = (include_pad, override)``."""
-  total = pool_values(x, axes, taps, "sum", form)
+  return binned_mean_values(x, axes, taps, rule, form, None)
+
+
+def binned_mean_values(x, axes, taps, rule, form, bins):
+  """:func:`mean_values` with irregular axes in the view ``bins`` names (as
+  :func:`pool_values`)."""
+  total = pool_values(x, axes, taps, "sum", form, bins)
   return total if rule is None else divide(total, divisor(x.ndim, axes, taps, *rule))
 
 
