@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import reference as ref
 from jax import export
+from jax.test_util import check_grads
 from util import from_layout, randn, ties
 
 import jaxpool
@@ -22,7 +23,7 @@ from jaxpool import _geometry as geo
 from jaxpool._adaptive import bin_taps
 from jaxpool._engine import axis_sum, pool_with_indices, select_pool, sum_pool
 from jaxpool._engine import plan as planner
-from jaxpool._engine.values import folds
+from jaxpool._engine.values import bin_sum, folds
 from jaxpool._linear import computed_once, fence_cotangent, unfold_cotangent, unfolded
 from jaxpool._unpool import unpool
 
@@ -987,3 +988,21 @@ def test_cpu_sums_take_adaptive_bins_and_route_back_without_scatter():
   p = planner.plan("sum", taps, np.float32, cpu)
   assert "scatter" not in grad_ops(p) and "gather" in grad_ops(p)
   assert "scatter" in grad_ops(dataclasses.replace(p, bins=None))
+
+
+@pytest.mark.parametrize("size,out", [(7, 10), (13, 5), (10, 4)])
+def test_bin_sum_derivatives_in_both_modes(rng, size, out):
+  """``bin_sum``'s custom rule: values against the reference's bin sums, its reverse mode
+  the transpose of its forward (<g, A x> == <A^T g, x>), and both modes against finite
+  differences to second order."""
+  t = bin_taps(size, out)
+  x = randn(rng, (2, size, 3)).astype(np.float64)
+  with jax.enable_x64(True):
+    f = functools.partial(bin_sum, axis=1, t=t)
+    y = f(jnp.asarray(x))
+    want = np.stack([x[:, s:s + w].sum(1) for s, w in zip(t.starts, t.widths)], 1)
+    np.testing.assert_allclose(y, want, rtol=1e-12)
+    g = randn(rng, y.shape).astype(np.float64)
+    (dx,) = jax.vjp(f, jnp.asarray(x))[1](jnp.asarray(g))
+    np.testing.assert_allclose(np.vdot(dx, x), np.vdot(g, want), rtol=1e-12)
+    check_grads(f, (jnp.asarray(x),), order=2, modes=("fwd", "rev"))

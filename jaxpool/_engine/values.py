@@ -16,12 +16,13 @@ from jax import lax
 from jaxpool._engine import plan as planner
 from jaxpool._engine.views import (
   Windows,
-  expand,
   from_periods,
   identity,
   interleave,
   period_slices,
+  readers,
   stacked,
+  takes,
   tiled,
 )
 from jaxpool._geometry import AxisTaps
@@ -87,32 +88,9 @@ def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str,
 
 def _taken_sum(x: jax.Array, axis: int, pos: np.ndarray, real: np.ndarray) -> jax.Array:
   """``sum_j x[pos[:, j]]`` along ``axis`` over the ``real`` taps: one static take per
-  column of ``pos``, which XLA fuses into one pass writing the output."""
-  zero = np.zeros((), x.dtype)
-  total = None
-  for j in range(pos.shape[1]):
-    part = jnp.take(x, np.clip(pos[:, j], 0, x.shape[axis] - 1), axis=axis, mode="clip")
-    if not real[:, j].all():
-      part = jnp.where(expand(real[:, j], x.ndim, axis, 1), part, zero)
-    total = part if total is None else total + part
-  return total
-
-
-@functools.cache
-def _readers(t: AxisTaps) -> tuple[np.ndarray, np.ndarray]:
-  """The transpose of ``t``'s bins: per input position, the output positions that read
-  it, as ``(size, k)`` positions and a mask of the real ones (bins are contiguous and
-  ordered, so each input's readers are a run of outputs)."""
-  pos, real = t.positions(), t.real()
-  readers: list[list[int]] = [[] for _ in range(t.size)]
-  for o, j in zip(*np.nonzero(real)):
-    readers[pos[o, j]].append(int(o))
-  k = max(1, max(map(len, readers)))
-  out = np.zeros((t.size, k), np.int32)
-  mask = np.zeros((t.size, k), bool)
-  for i, r in enumerate(readers):
-    out[i, :len(r)], mask[i, :len(r)] = r, True
-  return out, mask
+  column of ``pos`` (:func:`~jaxpool._engine.views.takes`), which XLA fuses into one
+  pass writing the output."""
+  return functools.reduce(lax.add, takes(x, axis, pos, real, np.zeros((), x.dtype)))
 
 
 def _bin_sum_values(x, axis, t):
@@ -120,7 +98,7 @@ def _bin_sum_values(x, axis, t):
 
 
 def _bin_sum_backward(x, operands, y, axis, t):
-  return lambda g: _taken_sum(g, axis, *_readers(t))
+  return lambda g: _taken_sum(g, axis, *readers(t))
 
 
 # Bin sums along one axis as static takes (no gather temp, no reduce), whose transpose is

@@ -11,6 +11,7 @@ above.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -178,6 +179,37 @@ def gathered(x: jax.Array, axis: int, t: AxisTaps, fill: np.ndarray) -> jax.Arra
   if not real.all():
     xw = jnp.where(expand(real, xw.ndim, axis, 2), xw, fill.astype(x.dtype))
   return xw
+
+
+def takes(x: jax.Array, axis: int, pos: np.ndarray, real: np.ndarray,
+          fill: np.ndarray) -> list[jax.Array]:
+  """Per column ``j`` of the static ``(out, k)`` positions ``pos``, ``x`` taken at
+  ``pos[:, j]`` along ``axis`` (``(..., out, ...)``), set to ``fill`` where ``real[:, j]``
+  is false (padding, or a bin narrower than ``k``)."""
+  parts = []
+  for j in range(pos.shape[1]):
+    part = jnp.take(x, np.clip(pos[:, j], 0, x.shape[axis] - 1), axis=axis, mode="clip")
+    if not real[:, j].all():
+      part = jnp.where(expand(real[:, j], x.ndim, axis, 1), part,
+                       np.asarray(fill, x.dtype))
+    parts.append(part)
+  return parts
+
+
+@functools.cache
+def readers(t: AxisTaps) -> tuple[np.ndarray, np.ndarray]:
+  """The transpose of ``t``'s taps: per input position, the outputs that read it, as
+  ``(size, k)`` output positions and a mask of the real entries (adaptive bins are
+  contiguous and ordered: a few outputs per input)."""
+  pos, real = t.positions(), t.real()
+  found: list[list[int]] = [[] for _ in range(t.size)]
+  for o, j in zip(*np.nonzero(real)):
+    found[pos[o, j]].append(int(o))
+  k = max(1, max(map(len, found)))
+  outs, mask = np.zeros((t.size, k), np.int32), np.zeros((t.size, k), bool)
+  for i, r in enumerate(found):
+    outs[i, :len(r)], mask[i, :len(r)] = r, True
+  return outs, mask
 
 
 def period_slices(x: jax.Array, axis: int, t: AxisTaps) -> list[list[jax.Array]]:
