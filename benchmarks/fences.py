@@ -17,7 +17,8 @@ sums (their cotangent times a one XLA cannot fold) against the plain cotangent; 
 ``fold`` field of float max/min (folds, which keep NaN) against the reduce XLA:CPU hands
 to YNNPACK (which drops NaN); the ``order`` of a chain's flat index over channels_first
 input (the minor pooled axis last) against the last axis first; sums of adaptive bins
-as one take per offset (``bins="takes"``) against the gather and the periods. ``--only``
+as one take per offset (``bins="takes"``) against the gather and the periods, and max
+values of narrow repeating bins by takes against the periods. ``--only``
 runs the cases
 whose name contains one of the given texts.
 """
@@ -252,6 +253,35 @@ CASES = {
     "takes: adaptive avg channels_first 56->80 fwd (8, 16, 56, 56): gathered bins": (
         (8, 16, 56, 56), "float32", lambda x: jaxpool.adaptive_avg_pool(
             x, (80, 80), data_format="channels_first"), "sum", {"bins": None}),
+    # max/min values of narrow repeating bins by takes (planned; the chain reads the
+    # periods) against the periods; wider or non-repeating bins take them as a try
+    "max takes: adaptive max 56->80 fwd (8, 56, 56, 16): periods": (
+        (8, 56, 56, 16), "float32", lambda x: jaxpool.adaptive_max_pool(x, (80, 80)),
+        "max", {"bins": "periods"}),
+    "max takes: adaptive max 56->80 fwd+bwd (8, 56, 56, 16): periods": (
+        (8, 56, 56, 16), "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (80, 80))),
+        "max", {"bins": "periods"}),
+    "max takes: adaptive indices 56->80 fwd (8, 56, 56, 16): periods": (
+        (8, 56, 56, 16), "float32",
+        lambda x: jaxpool.adaptive_max_pool_with_indices(x, (80, 80)),
+        "indices", {"bins": "periods"}),
+    "max takes: adaptive max 28->12 fwd (8, 28, 28, 64): periods": (
+        (8, 28, 28, 64), "float32", lambda x: jaxpool.adaptive_max_pool(x, (12, 12)),
+        "max", {"bins": "periods"}),
+    "max takes: adaptive max 28->12 fwd+bwd: periods": (
+        (8, 28, 28, 64), "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (12, 12))),
+        "max", {"bins": "periods"}),
+    "max takes: adaptive max 1-D 1024->50 fwd: takes": (
+        (16, 1024, 64), "float32", lambda x: jaxpool.adaptive_max_pool(x, (50,)),
+        "max", {"bins": "takes"}),
+    "max takes: adaptive max 1-D 1024->50 fwd+bwd: takes": (
+        (16, 1024, 64), "float32", _grad_of_square(
+            lambda x: jaxpool.adaptive_max_pool(x, (50,))), "max", {"bins": "takes"}),
+    "max takes: adaptive max 56->3 fwd: takes": (
+        S, "float32", lambda x: jaxpool.adaptive_max_pool(x, (3, 3)), "max", {"bins": "takes"}),
+    "max takes: adaptive max 56->3 fwd+bwd: takes": (
+        S, "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (3, 3))),
+        "max", {"bins": "takes"}),
     "adaptive avg 56->80 fwd (8, 56, 56, 16): bins in periods": (
         (8, 56, 56, 16), "float32", lambda x: jaxpool.adaptive_avg_pool(x, (80, 80)),
         "sum", {"bins": "periods"}),

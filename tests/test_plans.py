@@ -365,15 +365,20 @@ def test_period_of_adaptive_bins():
 
 
 @pytest.mark.parametrize("op", ["max", "indices"])
-def test_repeating_bins_are_sliced_on_cpu(op):
+@pytest.mark.parametrize("width", [30, 10])
+def test_repeating_bins_are_sliced_on_cpu(op, width):
   """Adaptive bins that repeat (56 -> 80 repeats every 7 elements) are read by slices on
   CPU: the program of values, indices and gradient has no gather and no scatter (the
   gather and its scatter transpose were 2-2.3x slower, benchmarks/README.md, "Adaptive
-  bins that repeat"). Accelerators keep the gather."""
-  taps = (bin_taps(14, 20), bin_taps(10, 4))
-  for platform, bins in (("cpu", "periods"), ("gpu", None), ("accelerator", None)):
+  bins that repeat"). Where every irregular axis's bins are at most
+  ``SELECT_TAKES_MAX`` wide (10 -> 4 here, not 30 -> 4), the values take each bin offset
+  (static gathers) and the chain still reads the periods: no scatter. Accelerators keep
+  the gather."""
+  taps = (bin_taps(14, 20), bin_taps(width, 4))
+  cpu = "takes" if width == 10 else "periods"
+  for platform, bins in (("cpu", cpu), ("gpu", None), ("accelerator", None)):
     assert planner.plan(op, taps, np.float32, planner.Target(platform, True)).bins == bins
-  x = ties(np.random.default_rng(0), (2, 14, 10, 3))
+  x = ties(np.random.default_rng(0), (2, 14, width, 3))
 
   def f(v):
     if op == "max":
@@ -381,7 +386,8 @@ def test_repeating_bins_are_sliced_on_cpu(op):
     return jaxpool.adaptive_max_pool_with_indices(v, (20, 4))
 
   text = _program(lambda v: (f(v), _grad(f)(v)), x, "cpu")
-  assert not _ops(text) & {"gather", "scatter"}, _ops(text)
+  assert not _ops(text) & ({"scatter"} if cpu == "takes" else {"gather", "scatter"}), \
+      _ops(text)
   assert "gather" in _ops(_program(f, x, "tpu"))
   first = from_layout(x, "channels_last")
   want, idx = ref.adaptive_max_pool_with_indices(first, (20, 4))
@@ -968,7 +974,8 @@ def test_the_minor_last_order_finds_the_row_major_first_max(rng, view, kind):
 def test_cpu_sums_take_adaptive_bins_and_route_back_without_scatter():
   """On CPU, sums over adaptive bins up to ``TAKES_MAX`` wide take each bin offset
   (``bins="takes"``); their reverse mode takes the cotangent at each input's bins: the
-  gradient program holds no scatter, where the gathered bins' transpose is one."""
+  gradient program holds no scatter, where the gathered bins' transpose is one. Max/min
+  values take narrow repeating bins (``SELECT_TAKES_MAX``)."""
   cpu = planner.Target("cpu", True)
   narrow, wide = bin_taps(7, 10), bin_taps(512, 9)
   assert planner.plan("sum", (narrow, narrow), np.float32, cpu).bins == "takes"
@@ -977,7 +984,11 @@ def test_cpu_sums_take_adaptive_bins_and_route_back_without_scatter():
   for platform in ("gpu", "accelerator"):
     assert planner.plan("sum", (narrow,), np.float32, planner.Target(platform, True)).bins \
         is None
-  assert planner.plan("max", (narrow,), np.float32, cpu).bins != "takes"
+  # max/min: values by takes for narrow repeating bins only, the chain by their periods
+  assert planner.plan("max", (narrow,), np.float32, cpu).bins == "takes"
+  assert planner.routing("takes") == "periods"
+  assert planner.plan("max", (bin_taps(56, 3),), np.float32, cpu).bins == "periods"
+  assert planner.plan("max", (bin_taps(1024, 50),), np.float32, cpu).bins is None
   taps, axes = (narrow, bin_taps(7, 3)), (1, 2)
   x = jnp.ones((2, 7, 7, 3))
 
@@ -1006,3 +1017,27 @@ def test_bin_sum_derivatives_in_both_modes(rng, size, out):
     (dx,) = jax.vjp(f, jnp.asarray(x))[1](jnp.asarray(g))
     np.testing.assert_allclose(np.vdot(dx, x), np.vdot(g, want), rtol=1e-12)
     check_grads(f, (jnp.asarray(x),), order=2, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("size,out", [((7, 9), (10, 4)), ((28,), (12,))])
+def test_max_values_by_takes_keep_the_first_max_and_nan(rng, size, out):
+  """Max over narrow repeating bins by takes (values), with the chain reading their
+  periods (index, gradient): values, indices and gradient against the reference, NaN
+  propagated (XLA's elementwise max keeps it)."""
+  taps = tuple(bin_taps(n, o) for n, o in zip(size, out))
+  axes = tuple(range(2, 2 + len(size)))
+  x = ties(rng, (2, 3) + size)
+  x[1, 0].flat[4] = np.nan
+  want, want_idx = ref.adaptive_max_pool_with_indices(x, out)
+  p = planner.plan("indices", taps, np.float32, planner.Target("cpu", True), size=x.size)
+  assert p.bins == "takes"
+  g = randn(rng, want.shape)
+  (y, i), vjp = jax.vjp(lambda v: pool_with_indices(v, axes, taps, size, plan=p), x)
+  np.testing.assert_array_equal(y, want)
+  np.testing.assert_array_equal(i, want_idx)
+  finite = np.isfinite(want).reshape(6, -1).all(1).reshape(2, 3)
+  dx = vjp((g, np.zeros(i.shape, jax.dtypes.float0)))[0]
+  np.testing.assert_allclose(np.asarray(dx)[finite], _routed(x, g, want_idx)[finite],
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(jaxpool.adaptive_max_pool(x, out, data_format="channels_first"),
+                                want)

@@ -46,6 +46,7 @@ INT32_MAX = 2**31  # flat scatter positions must fit int32
 FOLD_INNER_MIN = 8  # elements after a summed axis for folding it (one float32 vector)
 PERIOD_SLICES_MAX = 64  # slices (bins x offsets) of one period of adaptive bins; more: a gather
 TAKES_MAX = 32     # adaptive bin width summed as one take per offset; wider: a gather
+SELECT_TAKES_MAX = 4  # repeating adaptive bin width whose max/min values take each offset
 
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
@@ -95,9 +96,10 @@ class Plan:
       the same), ``"periods"`` (bins that repeat every few elements, as adaptive bins
       do every ``size / gcd(size, out)``: a reshape into equal groups and one slice per
       bin offset of a group, so that no gather and no scatter is emitted; see
-      :func:`period`) or, for sums only, ``"takes"`` (one static take per bin offset,
-      added; the transpose takes the cotangent at each input's bins:
-      :func:`jaxpool._engine.values.bin_sum`).
+      :func:`period`) or ``"takes"`` (one static take per bin offset, combined; a
+      sum's transpose takes the cotangent at each input's bins,
+      :func:`jaxpool._engine.values.bin_sum`; a max/min chain reads the bins as
+      ``"periods"`` where they repeat, else as ``"gather"``: :func:`routing`).
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
@@ -255,8 +257,7 @@ def axis_form(t: AxisTaps, bins: str | None = None) -> str:
   """How one axis of a chain views its windows: a reshape (non-overlapping), one slice
   per offset (up to ``UNROLL_MAX``), one slice per bin offset of a period of adaptive
   bins (``bins="periods"`` and :func:`period` finds one), one static take per bin offset
-  (``bins="takes"``, sums of adaptive bins up to ``TAKES_MAX`` wide), or a static
-  gather."""
+  (``bins="takes"``: adaptive bins up to ``TAKES_MAX`` wide), or a static gather."""
   if t.regular and t.dilation == 1 and t.stride >= t.window:
     return "reshape"
   if t.regular and t.window <= UNROLL_MAX:
@@ -268,9 +269,16 @@ def axis_form(t: AxisTaps, bins: str | None = None) -> str:
   return "gather"
 
 
+def routing(bins: str | None) -> str | None:
+  """The view a max/min chain (offsets, indices, the cotangent's route) reads adaptive
+  bins in, for the plan's ``bins``: the takes serve values only, the chain reads their
+  periods where they repeat (else the gather)."""
+  return "periods" if bins == "takes" else bins
+
+
 def _takes(t: AxisTaps) -> bool:
-  """Adaptive bins narrow enough to sum as one take per offset (program size grows with
-  the bin width)."""
+  """Adaptive bins narrow enough to take per offset (program size grows with the bin
+  width)."""
   return not t.regular and t.window <= TAKES_MAX
 
 
@@ -418,8 +426,13 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
                 unfold=target.lone and not mapped and not _dense_blocks(taps))
   residual, backward = _cpu_select_derivative(taps, address, sixteen, inner)
   periodic = any(period(t) is not None for t in taps)
+  # narrow repeating bins: values by takes, the chain by periods (benchmarks/README.md,
+  # "Adaptive bin sums as takes")
+  irregular = [t for t in taps if not t.regular]
+  narrow = irregular and all(period(t) is not None and t.window <= SELECT_TAKES_MAX
+                             for t in irregular)
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
-                bins="periods" if periodic else None,
+                bins="takes" if narrow else "periods" if periodic else None,
                 address=address if backward in ("scatter", "chain_scatter") else None,
                 fold=(("once" if target.lone else "fused")
                       if jnp.issubdtype(dtype, jnp.inexact) and (upcast or not sixteen)
@@ -609,8 +622,6 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "backward='block' needs non-overlapping undilated windows and their offsets"
   if p.unfold and op != "sum":
     return "unfold is a sum's form"
-  if p.bins == "takes" and op != "sum":
-    return "bins='takes' is a sum's form"
   if p.fold and op not in ("max", "min", "indices"):
     return "fold is a max/min form"
   if p.order and not (p.backward == "chain_scatter" or p.indices == "chain"):

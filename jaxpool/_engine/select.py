@@ -116,7 +116,7 @@ def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], ki
   for axis, t in reversed(list(zip(axes, taps))):
     if t.identity:
       continue
-    form = planner.axis_form(t, bins)
+    form = planner.axis_form(t, planner.routing(bins))
     y = _once(reduce_axis(x, axis, t, kind, form, fold), fence)
     off = _first_match_axis(x, y, axis, t, kind, form)
     extras = [_once(_select_axis(e, off, axis, t, form), fence) for e in extras]
@@ -310,7 +310,7 @@ def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False,
     for axis, t in [*reversed(steps[:-1]), steps[-1]]:
       if t.identity:
         continue
-      form = planner.axis_form(t, bins)
+      form = planner.axis_form(t, planner.routing(bins))
       y = _once(reduce_axis(x, axis, t, kind, form, fold), fence)
       idx = _once(_least_index_axis(x, y, idx, axis, t, kind, form), fence)
       x = y
@@ -355,7 +355,7 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
   for axis, t in reversed(list(zip(axes, taps))):
     if t.identity:
       continue
-    form = planner.axis_form(t, bins)
+    form = planner.axis_form(t, planner.routing(bins))
     if form == "slices":
       # reduce_window and the offsets' forms are computed once; a max over slices
       # would be fused into, and recomputed by, every consumer

@@ -74,10 +74,13 @@ def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str,
 def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str,
                 fold: str | None = None) -> jax.Array:
   """One axis reduced through the view :func:`~jaxpool._engine.plan.axis_form` names
-  (``fold``: see :func:`reduce_axes`; ``"takes"``: sums only, :func:`bin_sum`)."""
+  (``fold``: see :func:`reduce_axes`; ``"takes"``: one take per bin offset, combined;
+  sums by :func:`bin_sum`)."""
   fill = identity(kind, x.dtype)
   if form == "takes":
-    return bin_sum(x, axis, t)
+    if kind == "sum":
+      return bin_sum(x, axis, t)
+    return functools.reduce(COMBINE[kind], takes(x, axis, t.positions(), t.real(), fill))
   if form == "slices":
     return functools.reduce(COMBINE[kind], Windows(x.ndim, (axis,), (t,)).slices(x, fill))
   if form == "periods":
