@@ -37,24 +37,21 @@ from benchmarks.run import (
 from jaxpool._engine import plan as planner
 
 
-def _cpu_plan(op, taps, dtype, size, in_window, mapped=False):
-  return planner.plan(op, taps, dtype, planner.Target("cpu", True), size=size,
-                      in_window=in_window, mapped=mapped)
+def _cpu_plan(op, taps, dtype, **kw):
+  return planner.plan(op, taps, dtype, planner.Target("cpu", True), **kw)
 
 
-def _canonical(op, taps, dtype, size, in_window, mapped=False):
-  return planner.plan(op, taps, dtype, planner.Target("accelerator", True), size=size,
-                      in_window=in_window, mapped=mapped)
+def _canonical(op, taps, dtype, **kw):
+  return planner.plan(op, taps, dtype, planner.Target("accelerator", True), **kw)
 
 
-def _window_custom(op, taps, dtype, size, in_window, mapped=False):
+def _window_custom(op, taps, dtype, **kw):
   """reduce_window values in the input dtype, with the CPU plans' max/min derivative
   forms at every window size (no flat scatter: those need a lone CPU device)."""
-  p = planner.plan(op, taps, dtype, planner.Target("accelerator", True), size=size,
-                   in_window=in_window, mapped=mapped)
+  p = planner.plan(op, taps, dtype, planner.Target("accelerator", True), **kw)
   if op not in ("max", "min", "indices") or p.backward != "jax":
     return p
-  cpu = planner.plan(op, taps, dtype, planner.Target("cpu", False), size=size)
+  cpu = planner.plan(op, taps, dtype, planner.Target("cpu", False), size=kw.get("size", 0))
   return dataclasses.replace(p, residual=cpu.residual, backward=cpu.backward,
                              address=cpu.address)
 
@@ -67,8 +64,8 @@ def forced_plans(variant):
   """While tracing: every op gets the plan ``variant`` names, on any backend."""
   original = planner.plans
 
-  def forced(op, taps, dtype, *, size=0, in_window=False, mapped=False):
-    p = variant(op, taps, dtype, size, in_window, mapped)
+  def forced(op, taps, dtype, **kw):
+    p = variant(op, taps, dtype, **kw)
     return dict.fromkeys(planner.PLATFORMS, p)
 
   planner.plans = forced

@@ -3,7 +3,7 @@ PyTorch (channels_last, its fast CPU layout) and Flax where it has the op, forwa
 forward+backward.
 
     python -m benchmarks.sweep [--only OP ...] [--min-time S] [--rounds K] [--batch N]
-                               [--out DIR]
+                               [--scale N] [--out DIR]
 
 The grid is ops x classes. Each class is one realistic shape of one kind of geometry:
 window against stride (non-overlapping, overlapping, gapped), window size (small,
@@ -22,7 +22,9 @@ command; it takes about 10 minutes on 2 CPU cores.
 On a GPU (JAX's default backend ``gpu`` and a CUDA build of PyTorch) both sides run on
 the device: PyTorch's tensors move there, each sample is ``--batch`` back-to-back calls
 with one synchronisation (default 10 there, 1 on CPU), so the launch queue, not one
-round trip, is what is timed.
+round trip, is what is timed. ``--scale N`` multiplies every shape's batch axis by N: the
+CPU shapes (about 6.4 MB) are too small for a GPU, whose forward cells would time
+launches rather than kernels.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxpool
+from benchmarks.backends import VARIANTS, forced_plans
 from benchmarks.run import (
     RESULTS,
     _batch_time,
@@ -225,8 +228,9 @@ def adaptive_cells() -> list[Cell]:
 
 
 def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int,
-            batch: int = 1) -> dict:
+            batch: int = 1, scale: int = 1, variants: tuple[str, ...] = ()) -> dict:
   g = cell.geometry
+  g = dataclasses.replace(g, shape=(g.shape[0] * scale, *g.shape[1:]))
   torch = _torch()
   device = _torch_device(torch)
   torch_sync = (lambda o: torch.cuda.synchronize()) if device == "cuda" else (lambda o: o)
@@ -245,6 +249,13 @@ def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int,
   mem = compiled.memory_analysis()
   temp = None if mem is None else mem.temp_size_in_bytes / x.nbytes
   runs["jaxpool"], args["jaxpool"] = compiled, jargs
+  for name in variants:  # the same op with another backend's plan forced
+    with forced_plans(VARIANTS[name]):
+      try:
+        runs[name] = _jax_callable(jfn, backward).lower(*jargs).compile()
+        args[name] = jargs
+      except Exception as e:  # noqa: BLE001 - a plan this backend cannot lower: no time
+        print(f"  {name} plan fails for {cell.op} {cell.cls}: {str(e).splitlines()[0][:80]}")
   if cell.flax is not None:
     ff = _jax_callable((lambda v: _first(cell.flax(v))) if backward else cell.flax, backward)
     try:
@@ -285,6 +296,9 @@ def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int,
     row["vs_torch"] = ms["jaxpool"] / ms["torch"]
   if "flax" in ms:
     row["vs_flax"] = ms["jaxpool"] / ms["flax"]
+  for name in variants:
+    if name in ms:
+      row[f"vs_{name}"] = ms["jaxpool"] / ms[name]
   return row
 
 
@@ -355,6 +369,11 @@ def main(argv=None) -> list[dict]:
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--batch", type=int, default=None,
                       help="calls per timed sample (default: 10 on a GPU, 1 on CPU)")
+  parser.add_argument("--scale", type=int, default=1,
+                      help="multiply every shape's batch axis (larger shapes for a GPU)")
+  parser.add_argument("--variants", nargs="*", default=(), choices=sorted(VARIANTS),
+                      help="also time each cell with these plans forced "
+                           "(benchmarks.backends): the planned/variant ratio per cell")
   parser.add_argument("--out", default=str(RESULTS), help="folder for sweep.json/png")
   args = parser.parse_args(argv)
   batch = args.batch or (10 if _torch_device(_torch()) == "cuda" else 1)
@@ -367,7 +386,8 @@ def main(argv=None) -> list[dict]:
   out.mkdir(parents=True, exist_ok=True)
   for cell in cells:
     for backward in (False, True):
-      rows.append(measure(cell, backward, rng, args.min_time, args.rounds, batch))
+      rows.append(measure(cell, backward, rng, args.min_time, args.rounds, batch,
+                          args.scale, tuple(args.variants)))
       jax.clear_caches()
       r = rows[-1]
       print(f"  {r['op']:12s} {r['class']:26s} {r['pass']:8s} "
