@@ -301,19 +301,105 @@ CASES = {
 }
 
 
+# CUDA plan rows (benchmarks/README.md, "Plans per backend"), at GPU sizes: the sweep's
+# shapes with a batch of 64. ``OLD`` is the plan these rows replaced there.
+G = (64, 56, 56, 64)
+CANONICAL_SUM = {"values": "window", "backward": "jax"}
+OLD_INDICES = {"values": "window", "residual": None, "backward": "jax", "indices": "chain"}
+
+
+def _avg(window, strides, padding, include=True):
+  return lambda x: jaxpool.avg_pool(x, window, strides, padding, count_include_pad=include)
+
+
+GPU_CASES = {
+    "gpu sums: avg 5x5/1 p2 nopad fwd+bwd: canonical": (
+        G, "float32", _grad_of_square(_avg((5, 5), 1, 2, False)), "sum", CANONICAL_SUM),
+    "gpu sums: avg 5x5/1 p2 nopad fwd+bwd: jax derivative": (
+        G, "float32", _grad_of_square(_avg((5, 5), 1, 2, False)), "sum", {"backward": "jax"}),
+    "gpu sums: avg 5x5/1 p2 nopad fwd+bwd: window values": (
+        G, "float32", _grad_of_square(_avg((5, 5), 1, 2, False)), "sum", {"values": "window"}),
+    "gpu sums: avg 5x5/1 p2 fwd+bwd: canonical": (
+        G, "float32", _grad_of_square(_avg((5, 5), 1, 2)), "sum", CANONICAL_SUM),
+    "gpu sums: avg 5x5/1 p2 fwd: canonical": (
+        G, "float32", _avg((5, 5), 1, 2), "sum", CANONICAL_SUM),
+    "gpu sums: avg 3x3/2 p1 fwd+bwd: canonical": (
+        G, "float32", _grad_of_square(_avg((3, 3), 2, 1)), "sum", CANONICAL_SUM),
+    "gpu sums: avg 3x3/2 p1 fwd+bwd: jax derivative": (
+        G, "float32", _grad_of_square(_avg((3, 3), 2, 1)), "sum", {"backward": "jax"}),
+    "gpu sums: avg 3x3/2 p1 fwd+bwd: window values": (
+        G, "float32", _grad_of_square(_avg((3, 3), 2, 1)), "sum", {"values": "window"}),
+    "gpu sums: avg 3x3/2 p1 fwd: canonical": (
+        G, "float32", _avg((3, 3), 2, 1), "sum", CANONICAL_SUM),
+    "gpu sums: avg 3x3/2 p1 nopad fwd+bwd: canonical": (
+        G, "float32", _grad_of_square(_avg((3, 3), 2, 1, False)), "sum", CANONICAL_SUM),
+    "gpu sums: avg bf16 3x3/2 p1 fwd+bwd: canonical": (
+        G, "bfloat16", _grad_of_square(_avg((3, 3), 2, 1)), "sum", CANONICAL_SUM),
+    "gpu sums: avg 3x3/1 p1 fwd+bwd: canonical": (
+        G, "float32", _grad_of_square(_avg((3, 3), 1, 1)), "sum", CANONICAL_SUM),
+    "gpu sums: avg 3x3/1 p1 fwd: canonical": (
+        G, "float32", _avg((3, 3), 1, 1), "sum", CANONICAL_SUM),
+    "gpu sums: avg 1-D 3/2 p1 fwd+bwd: canonical": (
+        (128, 1024, 64), "float32", _grad_of_square(_avg((3,), 2, 1)), "sum", CANONICAL_SUM),
+    "gpu sums: lp 3x3/2 fwd+bwd: canonical": (
+        G, "float32", _grad_of_square(lambda x: jaxpool.lp_pool(x, 2.0, (3, 3), 2)), "sum",
+        CANONICAL_SUM),
+    "gpu sums: adaptive avg 56->5 fwd+bwd: canonical": (
+        G, "float32", _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(x, (5, 5))), "sum",
+        CANONICAL_SUM),
+    "gpu sums: adaptive avg 56->5 fwd+bwd: window values": (
+        G, "float32", _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(x, (5, 5))), "sum",
+        {"values": "window"}),
+    "gpu sums: adaptive avg 56->5 fwd: canonical": (
+        G, "float32", lambda x: jaxpool.adaptive_avg_pool(x, (5, 5)), "sum", CANONICAL_SUM),
+    "gpu sums: adaptive avg channels_first 56->5 fwd+bwd: canonical": (
+        (64, 64, 56, 56), "float32", _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(
+            x, (5, 5), data_format="channels_first")), "sum", CANONICAL_SUM),
+    "gpu indices: whole axis 56x56 fwd: chain": (
+        G, "float32", lambda x: jaxpool.max_pool_with_indices(x, (56, 56)), "indices",
+        OLD_INDICES),
+    "gpu indices: whole axis 56x56 fwd: folds": (
+        G, "float32", lambda x: jaxpool.max_pool_with_indices(x, (56, 56)), "indices",
+        {"fold": "once"}),
+    "gpu indices: whole axis 56x56 fwd+bwd: chain": (
+        G, "float32", _grad(lambda x: jaxpool.max_pool_with_indices(x, (56, 56))[0]),
+        "indices", OLD_INDICES),
+    "gpu indices: 8x8/8 fwd: chain": (
+        G, "float32", lambda x: jaxpool.max_pool_with_indices(x, (8, 8)), "indices",
+        OLD_INDICES),
+    "gpu indices: 8x8/8 fwd+bwd: chain": (
+        G, "float32", _grad(lambda x: jaxpool.max_pool_with_indices(x, (8, 8))[0]),
+        "indices", OLD_INDICES),
+    "gpu indices: pool+unpool 56x56 fwd: chain": (
+        G, "float32", _pool_unpool((56, 56), None, 0), "indices", OLD_INDICES),
+    "gpu indices: pool+unpool 3-D 2x2x2 fwd: jax derivative": (
+        (32, 16, 28, 28, 32), "float32", _pool_unpool((2, 2, 2), None, 0), "indices",
+        {"residual": None, "backward": "jax"}),
+    "gpu indices: pool+unpool 2x2 fwd: jax derivative": (
+        G, "float32", _pool_unpool((2, 2), None, 0), "indices",
+        {"residual": None, "backward": "jax"}),
+}
+
+
+def _platform() -> str:
+  """The planner's name for the backend this process runs on."""
+  return {"cpu": "cpu", "gpu": "gpu"}.get(jax.default_backend(), "accelerator")
+
+
 def _compiled(f, x, op: str | None, change):
   """``f`` compiled with the planner as it is (``op=None``), or with ``change`` applied
-  to the CPU plans of ``op`` (for ``"axis_sum"``, the form returned instead)."""
+  to this backend's plans of ``op`` (for ``"axis_sum"``, the form returned instead)."""
   plan, form = planner.plan, planner.axis_sum_form
+  here = _platform()
 
   def changed_plan(o, taps, dtype, target, **kw):
     p = plan(o, taps, dtype, target, **kw)
-    if o == op and target.platform == "cpu":
+    if o == op and target.platform == here:
       p = dataclasses.replace(p, **change)
     return p
 
   def changed_form(size, inner, target):
-    return change if target.platform == "cpu" else form(size, inner, target)
+    return change if target.platform == here else form(size, inner, target)
 
   if op == "axis_sum":
     planner.axis_sum_form = changed_form
@@ -326,17 +412,24 @@ def _compiled(f, x, op: str | None, change):
     planner.plan, planner.axis_sum_form = plan, form
 
 
-def _medians(runs: dict, x, rounds: int) -> dict[str, float]:
+def _medians(runs: dict, x, rounds: int, batch: int = 0) -> dict[str, float]:
   """Median ms per call of each compiled run (outputs may be tuples): blocks of 3 calls
-  after one untimed call, the runs taking turns ``rounds`` times."""
+  after one untimed call, the runs taking turns ``rounds`` times. With ``batch``, a block
+  is that many back-to-back calls and one wait (on a GPU: the launch queue is timed, not
+  one round trip per call)."""
   times = {k: [] for k in runs}
+  calls = batch or 3
   for _ in range(rounds):
     for k, run in runs.items():
       jax.block_until_ready(run(x))
       start = time.perf_counter()
-      for _ in range(3):
-        jax.block_until_ready(run(x))
-      times[k].append((time.perf_counter() - start) / 3 * 1e3)
+      out = None
+      for _ in range(calls):
+        out = run(x)
+        if not batch:
+          jax.block_until_ready(out)
+      jax.block_until_ready(out)
+      times[k].append((time.perf_counter() - start) / calls * 1e3)
   return {k: float(np.median(t)) for k, t in times.items()}
 
 
@@ -345,15 +438,18 @@ def main(argv=None) -> None:
   parser.add_argument("--rounds", type=int, default=9)
   parser.add_argument("--only", nargs="*", default=None, metavar="TEXT")
   args = parser.parse_args(argv)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, rounds={args.rounds}\n")
+  here = _platform()
+  cases = CASES if here == "cpu" else GPU_CASES if here == "gpu" else {}
+  batch = 0 if here == "cpu" else 10
+  print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, rounds={args.rounds}\n")
   print("| case | planned ms | changed ms | planned / changed |")
   print("| --- | ---: | ---: | ---: |")
-  for name, (shape, dtype, f, op, change) in CASES.items():
+  for name, (shape, dtype, f, op, change) in cases.items():
     if args.only and not any(text in name for text in args.only):
       continue
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), dtype)
     runs = {"planned": _compiled(f, x, None, None), "changed": _compiled(f, x, op, change)}
-    ms = _medians(runs, x, args.rounds)
+    ms = _medians(runs, x, args.rounds, batch)
     print(f"| {name} | {ms['planned']:.2f} | {ms['changed']:.2f} | "
           f"{ms['planned'] / ms['changed']:.2f}x |", flush=True)
 

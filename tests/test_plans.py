@@ -505,8 +505,14 @@ def test_unpool_checks_indices_first_on_cpu():
   assert "gather" in _ops(_program(_grad(fn), x, "tpu"))
 
 
+def _on_cpu(x):
+  """``x`` committed to the CPU device: ``jit`` then plans and compiles for XLA:CPU, in a
+  GPU process too (the tests of CPU programs run there as well)."""
+  return jax.device_put(x, jax.devices("cpu")[0])
+
+
 def _compiled_ops(fn, x) -> list[str]:
-  text = jax.jit(fn).lower(x).compile().as_text()
+  text = jax.jit(fn).lower(_on_cpu(x)).compile().as_text()
   return sorted(re.findall(r"\s([a-z][a-z\-]*)\(", text))
 
 
@@ -612,7 +618,7 @@ def test_lp_cotangent_is_computed_once_on_cpu_only():
 
   assert cases(lp, "cpu") == cases(lp, "cuda") + 1 == cases(lp, "tpu") + 1
   assert cases(avg, "cpu") == cases(avg, "cuda")
-  compiled = jax.jit(_grad(lp)).lower(x).compile().as_text()
+  compiled = jax.jit(_grad(lp)).lower(_on_cpu(x)).compile().as_text()
   assert "conditional(" in compiled
 
 
@@ -781,7 +787,7 @@ def test_chains_compute_each_axis_once_on_cpu_where_windows_share_elements():
 
   def conditionals(out):
     grad = _grad(lambda v: jaxpool.adaptive_max_pool(v, out))
-    return jax.jit(grad).lower(x).compile().as_text().count("conditional(")
+    return jax.jit(grad).lower(_on_cpu(x)).compile().as_text().count("conditional(")
 
   # each folded max is one conditional too (Plan.fold "once"); the fenced chain adds more
   assert conditionals((5, 5)) > conditionals((7, 7)) > 0
@@ -880,8 +886,8 @@ def test_sixteen_bit_max_runs_in_float32_on_cpu(dtype):
   """The CPU plan upcasts 16-bit max/min: values, offsets and the cotangent routing run
   in float32 (overlapping windows sum their cotangents there, rounded once), so value,
   gradient and indices equal the float32 computation cast back."""
-  x = jnp.asarray(ties(np.random.default_rng(2), (2, 9, 9, 3)), dtype)
-  w = jnp.asarray(np.random.default_rng(3).standard_normal((2, 5, 5, 3)), dtype)
+  x = _on_cpu(jnp.asarray(ties(np.random.default_rng(2), (2, 9, 9, 3)), dtype))
+  w = _on_cpu(jnp.asarray(np.random.default_rng(3).standard_normal((2, 5, 5, 3)), dtype))
 
   def loss(v, f):
     return jnp.sum(f(v).astype(jnp.float32) * w.astype(jnp.float32))

@@ -383,7 +383,7 @@ def plan(op: str, taps: Sequence[AxisTaps], dtype, target: Target, *, size: int 
   if target.platform == "cpu":
     return _cpu_plan(op, taps, dtype, target, size, mapped, inner)
   if target.platform == "gpu":
-    return _gpu_plan(op, taps, dtype)
+    return _gpu_plan(op, taps, dtype, inner)
   return _canonical_plan(op, taps, dtype)
 
 
@@ -413,14 +413,12 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   upcast = sixteen and not native
   address = _address(target, size)
   if op == "sum":
-    strided = all(t.stride > 1 and unpadded(t) for t in taps if not t.identity)
-    planes = all(t.regular for t in taps) and not strided
     # fence: XLA:CPU recomputes the map that makes the cotangent in every tap of the
     # transpose. unfold: XLA folds a constant cotangent through the transpose at compile
     # time (the fence's conditional prevents that too)
     # adaptive bins as static takes per offset, their transpose takes of the cotangent
     # (benchmarks/README.md, "Adaptive bin sums as takes")
-    return Plan(values=values, backward="planes" if planes else "jax",
+    return Plan(values=values, backward=_sum_backward(taps),
                 bins="takes" if any(map(_takes, taps)) else None,
                 fence=mapped and target.lone,
                 unfold=target.lone and not mapped and not _dense_blocks(taps))
@@ -454,6 +452,14 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # the chain per tile (benchmarks/README.md, "Sweep fixes")
     indices = "match"
   return dataclasses.replace(select, indices=indices)
+
+
+def _sum_backward(taps) -> str:
+  """A sum's derivative: the phase planes for regular windows (a sum of pads of the
+  cotangent), except strided unpadded ones (``"jax"``: the transpose of the values form,
+  which XLA fuses into one pass there)."""
+  strided = all(t.stride > 1 and unpadded(t) for t in taps if not t.identity)
+  return "planes" if all(t.regular for t in taps) and not strided else "jax"
 
 
 def _dense_blocks(taps) -> bool:
@@ -500,14 +506,20 @@ def _canonical_plan(op, taps, dtype) -> Plan:
               indices="first_max" if joint(taps) else "chain")
 
 
-def _gpu_plan(op, taps, dtype) -> Plan:
+def _gpu_plan(op, taps, dtype, inner=0) -> Plan:
   """CUDA: the canonical plan, except where a measurement there said otherwise
   (benchmarks/README.md, "Plans per backend"):
 
   - non-overlapping windows over ``SMALL`` elements (whole axes, adaptive bins that
     divide evenly) reduce as blocks: a reshape and one reduce, whose derivative is a
     broadcast (the sum) or the blocks' first match (max/min); ``reduce_window``'s
-    transpose reads every cotangent once per window element there;
+    transpose reads every cotangent once per window element there. Their indices
+    match the blocks' values (``"block_match"``) instead of a compare chain;
+  - sums over overlapping regular windows take the CPU plan's values and derivative
+    forms (tiled or separable slices, one axis at a time, the phase planes): the
+    transpose of a ``reduce_window`` sum is a padded, dilated ``reduce_window`` of the
+    cotangent, slow there for large or strided windows (adaptive avg 56 -> 5, 12x12
+    windows at stride 11);
   - the max/min derivative of windows of at most ``SMALL`` elements routes the
     cotangent through the reshape's transpose or the phase planes, which beat
     ``select_and_scatter`` there (larger windows do not);
@@ -517,11 +529,20 @@ def _gpu_plan(op, taps, dtype) -> Plan:
     ``jacfwd`` and the hessian would be wrong from the seventh digit)."""
   p = _canonical_plan(op, taps, dtype)
   size = math.prod(t.window for t in taps)
-  if (op in ("sum", "max", "min") and size > SMALL and blocked(taps)
-      and all(t.regular for t in taps)):
+  regular = all(t.regular for t in taps)
+  if size > SMALL and blocked(taps) and regular:
     if op == "sum":
       return dataclasses.replace(p, values="blocks")
-    return dataclasses.replace(p, values="blocks", residual="match_blocks", backward="block")
+    blocks = dataclasses.replace(p, values="blocks", residual="match_blocks",
+                                 backward="block")
+    if op in ("max", "min"):
+      return blocks
+    if op == "indices" and all(map(unpadded, taps)):
+      return dataclasses.replace(blocks, indices="block_match")
+  if op == "sum" and regular and _regular(taps) and not blocked(taps):
+    reg = _regular(taps)
+    values = values_form(reg, "sum", inner if len(reg) == len(taps) else 0)
+    return dataclasses.replace(p, values=values, backward=_sum_backward(taps))
   if p.backward != "jax" or op == "sum":
     return p
   if size > SMALL and not _is_64bit_float(dtype):
