@@ -302,14 +302,19 @@ def test_accelerators_get_reduce_window(name, platform):
   The max/min derivative is JAX's select_and_scatter on TPU; on CUDA for windows over
   ``SMALL`` elements only (smaller ones measured faster through the phase planes).
   CUDA reduces non-overlapping windows over ``SMALL`` elements as blocks (a reshape and
-  a reduce: ``test_cuda_reduces_large_blocks``)."""
+  a reduce: ``test_cuda_reduces_large_blocks``) and sums overlapping ones by the CPU
+  plan's forms (``test_cuda_sums_overlapping_windows_by_slices``)."""
   fn = ACCELERATED[name]
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 3)), jnp.bfloat16)
   fwd, grad = _program(fn, x, platform), _program(_grad(fn), x, platform)
-  assert not _ops(fwd) & {"concatenate", "scatter"}, _ops(fwd)
-  assert "scatter" not in _ops(grad)
+  assert not _ops(fwd) & {"scatter"} and "scatter" not in _ops(grad)
   blocks = platform == "cuda" and name in CUDA_BLOCKS
-  assert ("reduce_window" in _ops(fwd)) != blocks
+  sliced = platform == "cuda" and name in CUDA_SLICED
+  assert ("reduce_window" in _ops(fwd)) != (blocks or sliced)
+  if sliced:  # the CPU plan's slices and phase planes (test_cuda_sums_overlapping_...)
+    assert "reduce_window" not in _ops(grad)
+    return
+  assert "concatenate" not in _ops(fwd)
   if name.startswith(("avg", "lp", "adaptive_avg")):
     assert "concatenate" not in _ops(grad)
     return
@@ -321,15 +326,60 @@ def test_accelerators_get_reduce_window(name, platform):
 
 
 CUDA_BLOCKS = ("global_max", "avg_4x4")
+CUDA_SLICED = ("avg_3x3s1p1", "avg_2x2_dilated")
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+def test_cuda_sums_overlapping_windows_by_slices(layout):
+  """On CUDA a sum over overlapping regular windows takes the CPU plan's values and
+  derivative forms: adaptive avg 56 -> 5 (12x12 windows at stride 11) took 1.58 ms fwd+bwd
+  through one 2-D reduce_window and its transpose on an H100, 0.21 ms one axis at a time
+  (benchmarks/README.md,
+  "Plans per backend"). ``lp_pool``'s mapped sum keeps reduce_window (it measured slower
+  so), and TPU keeps it everywhere. The CUDA plan's sums and their transpose equal
+  NumPy's (run here, forced)."""
+  x = randn(np.random.default_rng(1), (2, 56, 56, 3) if layout == "channels_last"
+            else (2, 3, 56, 56))
+  fn = functools.partial(jaxpool.adaptive_avg_pool, output_size=(5, 5), data_format=layout)
+
+  def windows(platform):  # the window of each reduce_window in the gradient's program
+    text = _program(_grad(fn), x, platform)
+    dims = re.findall(r"window_dimensions = array<i64: ([0-9, ]+)>", text)
+    return [tuple(int(d) for d in w.split(", ") if d != "1") for w in dims]
+
+  assert windows("cuda") and all(len(w) == 1 for w in windows("cuda"))  # one axis each
+  assert (12, 12) in windows("tpu")
+  _, taps = geo.window_geometry("avg_pool", (2, 9, 9, 3), (3, 3), 2, 1, 1, False,
+                                "channels_last")
+  gpu, tpu = planner.Target("gpu", True), planner.Target("accelerator", True)
+  p = planner.plan("sum", taps, np.float32, gpu)
+  assert p.values != "window" and p.backward == "planes"
+  assert planner.plan("sum", taps, np.float32, gpu, mapped=True).values == "window"
+  assert planner.plan("sum", taps, np.float32, tpu).values == "window"
+  # the CUDA plan of the 12x12 windows at stride 11, run here against NumPy's sums
+  x = randn(np.random.default_rng(2), (2, 56, 56, 3))
+  taps = (bin_taps(56, 5),) * 2
+  p = planner.plan("sum", taps, np.float32, gpu, inner=3)
+  assert p.values != "window"
+  s, vjp = jax.vjp(lambda v: sum_pool(v, (1, 2), taps, plan=p), x)
+  xn, g = np.asarray(x, np.float64), randn(np.random.default_rng(3), s.shape)
+  want, want_dx = np.zeros(s.shape), np.zeros(x.shape)
+  for i in range(5):
+    for j in range(5):
+      rows, cols = slice(11 * i, 11 * i + 12), slice(11 * j, 11 * j + 12)
+      want[:, i, j] = xn[:, rows, cols].sum((1, 2))
+      want_dx[:, rows, cols] += np.asarray(g)[:, i, j, None, None]
+  np.testing.assert_allclose(s, want, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(vjp(g)[0], want_dx, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", CUDA_BLOCKS)
 def test_cuda_reduces_large_blocks(name):
   """On CUDA, non-overlapping windows over ``SMALL`` elements are a reshape and one
-  reduce, and their derivative reads no window: reduce_window's transpose (the average)
-  read each cotangent once per window element, select_and_scatter (the max) was slower
-  still (benchmarks/README.md, "Plans per backend"). The forced plan matches the
-  reference here, value and gradient."""
+  reduce (their indices a match of it), and their derivative reads no window:
+  reduce_window's transpose (the average) read each cotangent once per window element,
+  select_and_scatter (the max) was slower still (benchmarks/README.md, "Plans per
+  backend"). The forced plan matches the reference here, value and gradient."""
   fn = ACCELERATED[name]
   x = randn(np.random.default_rng(0), (2, 8, 8, 3))
   grad = _program(_grad(fn), x, "cuda")
@@ -342,6 +392,15 @@ def test_cuda_reduces_large_blocks(name):
     assert cuda.backward == ("jax" if op == "sum" else "block")
     tpu = planner.plan(op, taps, np.float32, planner.Target("accelerator", True))
     assert tpu.values == "window"
+  # their indices match the blocks' values (whole axis 56x56 fwd 0.61x the compare chain on
+  # an H100); padded blocks keep the canonical indices
+  gpu = planner.Target("gpu", True)
+  assert planner.plan("indices", taps, np.float32, gpu).indices == "block_match"
+  _, padded = geo.window_geometry("max_pool", (2, 10, 10, 3), (4, 4), 4, 1, 1, False,
+                                  "channels_last")
+  assert (planner.plan("indices", padded, np.float32, gpu).indices
+          == planner.plan("indices", padded, np.float32, planner.Target("accelerator", True))
+          .indices == "first_max")
   cuda = planner.plan("max", taps, np.float32, planner.Target("gpu", True))
   y, vjp = jax.vjp(lambda v: select_pool(v, (1, 2), taps, "max", plan=cuda), x)
   g = randn(np.random.default_rng(1), y.shape)

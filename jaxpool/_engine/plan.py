@@ -383,7 +383,7 @@ def plan(op: str, taps: Sequence[AxisTaps], dtype, target: Target, *, size: int 
   if target.platform == "cpu":
     return _cpu_plan(op, taps, dtype, target, size, mapped, inner)
   if target.platform == "gpu":
-    return _gpu_plan(op, taps, dtype, inner)
+    return _gpu_plan(op, taps, dtype, inner, mapped)
   return _canonical_plan(op, taps, dtype)
 
 
@@ -506,7 +506,7 @@ def _canonical_plan(op, taps, dtype) -> Plan:
               indices="first_max" if joint(taps) else "chain")
 
 
-def _gpu_plan(op, taps, dtype, inner=0) -> Plan:
+def _gpu_plan(op, taps, dtype, inner=0, mapped=False) -> Plan:
   """CUDA: the canonical plan, except where a measurement there said otherwise
   (benchmarks/README.md, "Plans per backend"):
 
@@ -519,7 +519,7 @@ def _gpu_plan(op, taps, dtype, inner=0) -> Plan:
     forms (tiled or separable slices, one axis at a time, the phase planes): the
     transpose of a ``reduce_window`` sum is a padded, dilated ``reduce_window`` of the
     cotangent, slow there for large or strided windows (adaptive avg 56 -> 5, 12x12
-    windows at stride 11);
+    windows at stride 11). Not ``mapped`` ones (``lp_pool``: slower so);
   - the max/min derivative of windows of at most ``SMALL`` elements routes the
     cotangent through the reshape's transpose or the phase planes, which beat
     ``select_and_scatter`` there (larger windows do not);
@@ -539,7 +539,7 @@ def _gpu_plan(op, taps, dtype, inner=0) -> Plan:
       return blocks
     if op == "indices" and all(map(unpadded, taps)):
       return dataclasses.replace(blocks, indices="block_match")
-  if op == "sum" and regular and _regular(taps) and not blocked(taps):
+  if op == "sum" and regular and _regular(taps) and not blocked(taps) and not mapped:
     reg = _regular(taps)
     values = values_form(reg, "sum", inner if len(reg) == len(taps) else 0)
     return dataclasses.replace(p, values=values, backward=_sum_backward(taps))
