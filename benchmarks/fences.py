@@ -18,9 +18,12 @@ sums (their cotangent times a one XLA cannot fold) against the plain cotangent; 
 to YNNPACK (which drops NaN); the ``order`` of a chain's flat index over channels_first
 input (the minor pooled axis last) against the last axis first; sums of adaptive bins
 as one take per offset (``bins="takes"``) against the gather and the periods, and max
-values of narrow repeating bins by takes against the periods. ``--only``
-runs the cases
+values of narrow repeating bins by takes against the periods. ``--only`` runs the cases
 whose name contains one of the given texts.
+
+On a GPU it runs the CUDA rows instead (``GPU_CASES``, at GPU sizes, each timing a batch
+of 10 back-to-back calls): sums over overlapping windows by the CPU plan's forms and the
+indices of large blocks matched, against the plans they replaced there.
 """
 
 from __future__ import annotations

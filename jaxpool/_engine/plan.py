@@ -8,7 +8,7 @@ Per backend (:func:`plans`): CPU gets the plans tuned on XLA:CPU; TPU (and any o
 backend) gets the canonical XLA lowering: one ``lax.reduce_window`` over the window
 dims, JAX's own derivative wherever it routes to the first maximum, 16-bit inputs kept
 16-bit. CUDA GPUs get the canonical plan except where a measurement there found a faster
-one (the derivative of small max/min windows). A different plan for
+one (:func:`_gpu_plan` lists them). A different plan for
 a backend needs a measurement on that backend first. The measurement behind every
 threshold and choice is in ``benchmarks/README.md`` ("Where the time goes" and "Plans
 per backend").
