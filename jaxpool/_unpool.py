@@ -86,15 +86,16 @@ def _unpool_taps(shape, axes, window, stride, pads, size) -> tuple[geo.AxisTaps,
 def _in_own_window(idx, axes, window, stride, pads, size) -> jax.Array:
   """Whether each index is a real (unpadded) position of its own value's window.
 
-  Compares against each window position's flat index (:meth:`Windows.origins` plus
-  :meth:`Windows.deltas`, masked where that position is padding) instead of dividing the
-  index into coordinates (integer division is slower).
+  Compares each index's distance from its window's first position
+  (:meth:`Windows.origins`) with each position's (:meth:`Windows.deltas`, masked where
+  that position is padding) instead of dividing the index into coordinates (integer
+  division is slower).
   """
   w = Windows(idx.ndim, axes, _unpool_taps(idx.shape, axes, window, stride, pads, size))
-  origins = w.origins(size)
+  distance = idx - w.origins(size)
   ok = None
   for k, dk in enumerate(w.deltas(size)):
-    hit = idx == origins + np.int32(dk)
+    hit = distance == np.int32(dk)
     real = w.real_mask(k, idx.shape)
     hit = hit if real is None else hit & real
     ok = hit if ok is None else ok | hit
@@ -291,7 +292,9 @@ def unpool(values, idx, blocks, shape: tuple[int, ...], in_window: bool, *,
       return _unpool_in_window(v, i, *blocks, p.address)
 
     def check_first(v, i):
-      return jax.lax.cond(jnp.all(_in_own_window(i, *blocks)), select, scatter_all, v, i)
+      # a count of the indices outside: XLA:CPU sums int32 faster than it reduces `and`
+      outside = jnp.sum(jnp.where(_in_own_window(i, *blocks), 0, 1))
+      return jax.lax.cond(outside == 0, select, scatter_all, v, i)
 
     return {"scatter": scatter_all, "select": select, "check_select": check_first}[p.unpool]
 
