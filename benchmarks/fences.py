@@ -18,7 +18,8 @@ sums (their cotangent times a one XLA cannot fold) against the plain cotangent; 
 to YNNPACK (which drops NaN); the ``order`` of a chain's flat index over channels_first
 input (the minor pooled axis last) against the last axis first; sums of adaptive bins
 as one take per offset (``bins="takes"``) against the gather and the periods, and max
-values of narrow repeating bins by takes against the periods. ``--only`` runs the cases
+values of narrow repeating bins by takes against the periods; small blocks' first-match
+offsets reduced as float32 against int32. ``--only`` runs the cases
 whose name contains one of the given texts.
 
 On a GPU it runs the CUDA rows instead (``GPU_CASES``, at GPU sizes, each timing a batch
@@ -296,6 +297,28 @@ CASES = {
         (8, 28, 28, 64), "float32",
         _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(x, (12, 12))),
         "sum", {"bins": "periods"}),
+    "f32 offsets: max 2x2/2 fwd+bwd: int32 offsets": (
+        S, "float32", _grad(lambda x: jaxpool.max_pool(x, (2, 2))), "max",
+        {"residual": "match_blocks"}),
+    "f32 offsets: max bf16 2x2/2 fwd+bwd: int32 offsets": (
+        S, "bfloat16", _grad(lambda x: jaxpool.max_pool(x, (2, 2))), "max",
+        {"residual": "match_blocks"}),
+    "f32 offsets: min 3x3/3 fwd+bwd: int32 offsets": (
+        (8, 57, 57, 64), "float32", _grad(lambda x: jaxpool.min_pool(x, (3, 3))), "min",
+        {"residual": "match_blocks"}),
+    "f32 offsets: max 3-D 2x2x2/2 fwd+bwd: int32 offsets": (
+        (4, 16, 28, 28, 32), "float32", _grad(lambda x: jaxpool.max_pool(x, (2, 2, 2))),
+        "max", {"residual": "match_blocks"}),
+    "f32 offsets: max 1-D 2/2 fwd+bwd: float32 offsets": (
+        (16, 1024, 64), "float32", _grad(lambda x: jaxpool.max_pool(x, (2,))), "max",
+        {"residual": "match_blocks_f32"}),
+    "f32 offsets: max channels_first 2x2/2 fwd+bwd: float32 offsets": (
+        CF, "float32", _grad(lambda x: jaxpool.max_pool(x, (2, 2),
+                                                     data_format="channels_first")),
+        "max", {"residual": "match_blocks_f32"}),
+    "f32 offsets: max 2x2/2 16 channels fwd+bwd: float32 offsets": (
+        (32, 56, 56, 16), "float32", _grad(lambda x: jaxpool.max_pool(x, (2, 2))), "max",
+        {"residual": "match_blocks_f32"}),
     "channel mean channels_first (32, 512, 14, 14): one reduce": (
         (32, 512, 14, 14), "float32",
         lambda x: jaxpool.channel_pool(x, "avg", data_format="channels_first",

@@ -47,11 +47,12 @@ FOLD_INNER_MIN = 8  # elements after a summed axis for folding it (one float32 v
 PERIOD_SLICES_MAX = 64  # slices (bins x offsets) of one period of adaptive bins; more: a gather
 TAKES_MAX = 32     # adaptive bin width summed as one take per offset; wider: a gather
 SELECT_TAKES_MAX = 4  # repeating adaptive bin width whose max/min values take each offset
+F32_OFFSETS_INNER_MIN = 32  # elements after small blocks for float32 first-match offsets
 
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
-RESIDUALS = ("match_blocks", "match_stacked", "match_slices", "match_real", "first_max",
-             "first_max_tiled", "input")
+RESIDUALS = ("match_blocks", "match_blocks_f32", "match_stacked", "match_slices", "match_real",
+             "first_max", "first_max_tiled", "input")
 BACKWARDS = ("jax", "block", "planes", "scatter", "chain", "chain_scatter")
 INDICES = ("block", "block_match", "match", "first_max", "first_max_tiled", "chain")
 UNPOOLS = ("scatter", "check_select", "select")
@@ -78,7 +79,8 @@ class Plan:
       are summed in float32 and rounded once).
     residual: what the max/min derivative keeps: window offsets of each first max
       (``"match_*"`` compare against the max, ``"first_max*"`` run a compare chain,
-      ``_tiled`` per tile) or ``"input"`` (the chain recomputes them).
+      ``_tiled`` per tile; ``"match_blocks_f32"`` reduces the blocks' offset ids as
+      float32, exact below 2**24) or ``"input"`` (the chain recomputes them).
     backward: the derivative: ``"jax"`` (JAX's own rule for what ``values`` emits: no
       custom rule), ``"block"`` (a reshape's transpose), ``"planes"`` (stride-phase
       planes of pads and selects), ``"scatter"`` (one scatter-add at the flat
@@ -398,6 +400,13 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   chained = p.backward == "chain_scatter" or p.indices == "chain"
   if chained and inner == 1 and sum(not t.identity for t in taps) >= 2:
     return dataclasses.replace(p, order="minor_last")
+  # small blocks over 2+ axes with many elements after them: their first-match offsets
+  # by a float32 min, which XLA:CPU reduces faster than int32 there (slower over one
+  # axis or a short minor run: benchmarks/README.md, "Small blocks' offsets as float32")
+  pooled = sum(not t.identity for t in taps)
+  if (p.residual == "match_blocks" and math.prod(t.window for t in taps) <= SMALL
+      and pooled >= 2 and inner >= F32_OFFSETS_INNER_MIN):
+    return dataclasses.replace(p, residual="match_blocks_f32")
   return p
 
 
@@ -633,10 +642,11 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
               "non-overlapping windows by folds (JAX's max rule splits ties)")
   if p.values == "blocks" and not (regular and blocked(taps)):
     return "values='blocks' needs non-overlapping undilated windows"
-  if p.residual not in (None, "input", "match_blocks") and not joint(taps):
+  blocks_residual = p.residual in ("match_blocks", "match_blocks_f32")
+  if p.residual not in (None, "input") and not blocks_residual and not joint(taps):
     return f"residual={p.residual!r} needs regular windows of at most {JOINT_MAX} elements"
-  if p.residual == "match_blocks" and not (regular and blocked(taps)):
-    return "residual='match_blocks' needs non-overlapping undilated windows"
+  if blocks_residual and not (regular and blocked(taps)):
+    return f"residual={p.residual!r} needs non-overlapping undilated windows"
   if p.residual == "match_stacked" and not all(map(unpadded, taps)):
     return "residual='match_stacked' needs unpadded windows"
   if p.backward == "block" and (p.residual == "input" or not blocked(taps)):

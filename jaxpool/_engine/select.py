@@ -130,7 +130,8 @@ def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], ki
 def _match(w: Windows, x, y, kind: str, form: str) -> jax.Array:
   """Row-major offset id of the first window element equal to ``y`` (or NaN).
 
-  ``match_blocks``: over the reshape view, padding masked. ``match_stacked``: a reduce
+  ``match_blocks``: over the reshape view, padding masked (``match_blocks_f32``: the
+  ids reduced as float32, which XLA:CPU reduces faster than int32). ``match_stacked``: a reduce
   over the stacked offsets of unpadded windows (a bool temp of window x output, which
   XLA:CPU materializes once instead of recomputing a select chain in every backward
   term). ``match_slices``: a select chain without padding masks; a window whose real
@@ -140,11 +141,15 @@ def _match(w: Windows, x, y, kind: str, form: str) -> jax.Array:
   """
   fill = identity(kind, x.dtype)
   n = np.int32(len(w.offsets))
-  if form == "match_blocks":
+  if form in ("match_blocks", "match_blocks_f32"):
     hit = _matches(w.blocks(x, fill), w.expand(y))
     real = w.block_real()
     if real is not None:
       hit = hit & real
+    if form == "match_blocks_f32":  # ids below 2**24: exact in float32
+      ids = w.block_iota(np.arange(n, dtype=np.float32))
+      first = jnp.min(jnp.where(hit, ids, np.float32(n)), axis=w.window_axes)
+      return first.astype(jnp.int32)
     ids = w.block_iota(np.arange(n, dtype=np.int32))
     return jnp.min(jnp.where(hit, ids, n), axis=w.window_axes)
   if form == "match_stacked":
