@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from typing import Any
 
 import jax
@@ -191,6 +192,8 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
   """
   fn = "max_unpool"
   values = geo.as_array(fn, values, kinds="any")
+  # a concrete array before jnp stages it into a trace (None: a traced value)
+  host = None if isinstance(indices, jax.core.Tracer) else indices
   indices = jnp.asarray(indices)
   if not jnp.issubdtype(indices.dtype, jnp.integer):
     raise TypeError(f"{fn}: indices must have an integer dtype, got {indices.dtype}.")
@@ -232,6 +235,13 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
   _check_indices(fn, indices, m, tuple(size))
   in_window = geo.check_bool(fn, "indices_in_window", indices_in_window)
   blocks = (lay.spatial_axes, window, stride, pads, tuple(size))
+  if (not in_window and host is not None and isinstance(values, jax.core.Tracer)
+      and all(map(operator.ge, stride, window))):
+    # indices that are a constant of a traced program: their in-window check on the host,
+    # once, instead of a conditional that XLA constant-folds at length (seconds); the
+    # select then serves every backend (benchmarks/README.md, "Unpool's in-window check")
+    with jax.ensure_compile_time_eval():
+      in_window = bool(jnp.all(_in_own_window(jnp.asarray(host, np.int32), *blocks)))
   with jax.named_scope(fn):
     return unpool(values, indices.astype(np.int32), blocks,
                   lay.with_spatial(values.shape, size), in_window)

@@ -153,6 +153,25 @@ def _kept_indices(spatial, indices, window, stride, pads, size):
   return indices
 
 
+@pytest.mark.parametrize("moved", [False, True])
+def test_constant_indices_are_checked_once_on_the_host(rng, moved):
+  """Indices that are a constant of a traced program (closed over by a jitted decoder)
+  get the in-window check on the host at trace time: in their windows, the program is
+  the compare-and-select on every backend (no conditional for XLA to constant-fold,
+  which took seconds on SegNet's indices; the select alone also beat the scatter on
+  CUDA); otherwise it keeps the checked program (CPU) or the scatter. The result is the
+  scatter's either way (NumPy reference)."""
+  x = randn(rng, (2, 3, 8, 6))
+  v, i = jaxpool.max_pool_with_indices(x, (2, 2), data_format="channels_first")
+  i = np.asarray(i).copy()
+  if moved:
+    i[0, 0, 0, 0] = 13  # another window's position (row 2, column 1)
+  f = jax.jit(lambda a: jaxpool.max_unpool(a, i, (2, 2), data_format="channels_first"))
+  np.testing.assert_array_equal(f(v), ref.max_unpool(np.asarray(v), i, (8, 6)))
+  hlo = f.lower(v).compile().as_text()
+  assert ("conditional" in hlo or "scatter" in hlo) == moved
+
+
 @pytest.mark.parametrize("data_format", LAYOUTS)
 @pytest.mark.parametrize("geometry", [
     ((8,), (2,), (2,), ((0, 0),)),
