@@ -397,13 +397,13 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   p = _cpu_forms(op, taps, dtype, target, size, mapped, inner)
   # a chain's flat index over a minor pooled axis (channels_first): that axis last
   # (benchmarks/README.md, "Chain order")
+  pooled = sum(not t.identity for t in taps)
   chained = p.backward == "chain_scatter" or p.indices == "chain"
-  if chained and inner == 1 and sum(not t.identity for t in taps) >= 2:
+  if chained and inner == 1 and pooled >= 2:
     return dataclasses.replace(p, order="minor_last")
   # small blocks over 2+ axes with many elements after them: their first-match offsets
   # by a float32 min, which XLA:CPU reduces faster than int32 there (slower over one
   # axis or a short minor run: benchmarks/README.md, "Small blocks' offsets as float32")
-  pooled = sum(not t.identity for t in taps)
   if (p.residual == "match_blocks" and math.prod(t.window for t in taps) <= SMALL
       and pooled >= 2 and inner >= F32_OFFSETS_INNER_MIN):
     return dataclasses.replace(p, residual="match_blocks_f32")
@@ -548,9 +548,9 @@ def _gpu_plan(op, taps, dtype, inner=0, mapped=False) -> Plan:
       return blocks
     if op == "indices" and all(map(unpadded, taps)):
       return dataclasses.replace(blocks, indices="block_match")
-  if op == "sum" and regular and _regular(taps) and not blocked(taps) and not mapped:
-    reg = _regular(taps)
-    values = values_form(reg, "sum", inner if len(reg) == len(taps) else 0)
+  pooled = _regular(taps)
+  if op == "sum" and regular and pooled and not blocked(taps) and not mapped:
+    values = values_form(pooled, "sum", inner if len(pooled) == len(taps) else 0)
     return dataclasses.replace(p, values=values, backward=_sum_backward(taps))
   if p.backward != "jax" or op == "sum":
     return p
