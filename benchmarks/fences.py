@@ -18,7 +18,7 @@ sums (their cotangent times a one XLA cannot fold) against the plain cotangent; 
 to YNNPACK (which drops NaN); the ``order`` of a chain's flat index over channels_first
 input (the minor pooled axis last) against the last axis first; sums of adaptive bins
 as one take per offset (``bins="takes"``) against the gather and the periods, and max
-values of narrow repeating bins by takes against the periods; small blocks' first-match
+values of narrow repeating bins by takes against the periods; blocks' first-match
 offsets reduced as float32 against int32. ``--only`` runs the cases
 whose name contains one of the given texts.
 
@@ -309,6 +309,18 @@ CASES = {
     "f32 offsets: max 3-D 2x2x2/2 fwd+bwd: int32 offsets": (
         (4, 16, 28, 28, 32), "float32", _grad(lambda x: jaxpool.max_pool(x, (2, 2, 2))),
         "max", {"residual": "match_blocks"}),
+    "f32 offsets: max 6x6/6 fwd+bwd: int32 offsets": (
+        (8, 54, 54, 64), "float32", _grad(lambda x: jaxpool.max_pool(x, (6, 6))), "max",
+        {"residual": "match_blocks"}),
+    "f32 offsets: adaptive max 56->1 fwd+bwd: int32 offsets": (
+        S, "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (1, 1))), "max",
+        {"residual": "match_blocks"}),
+    "f32 offsets: global max 3-D fwd+bwd: int32 offsets": (
+        (4, 16, 28, 28, 32), "float32", _grad(lambda x: jaxpool.global_max_pool(x, 3)), "max",
+        {"residual": "match_blocks"}),
+    "f32 offsets: max 4x4/4 fwd+bwd: float32 offsets": (
+        S, "float32", _grad(lambda x: jaxpool.max_pool(x, (4, 4))), "max",
+        {"residual": "match_blocks_f32"}),
     "f32 offsets: max 1-D 2/2 fwd+bwd: float32 offsets": (
         (16, 1024, 64), "float32", _grad(lambda x: jaxpool.max_pool(x, (2,))), "max",
         {"residual": "match_blocks_f32"}),

@@ -47,7 +47,8 @@ FOLD_INNER_MIN = 8  # elements after a summed axis for folding it (one float32 v
 PERIOD_SLICES_MAX = 64  # slices (bins x offsets) of one period of adaptive bins; more: a gather
 TAKES_MAX = 32     # adaptive bin width summed as one take per offset; wider: a gather
 SELECT_TAKES_MAX = 4  # repeating adaptive bin width whose max/min values take each offset
-F32_OFFSETS_INNER_MIN = 32  # elements after small blocks for float32 first-match offsets
+F32_OFFSETS_INNER_MIN = 32  # elements after blocks for float32 first-match offsets
+F32_OFFSETS_LARGE_MIN = 36  # block elements from which float32 offsets win again (6x6)
 
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
@@ -401,11 +402,13 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   chained = p.backward == "chain_scatter" or p.indices == "chain"
   if chained and inner == 1 and pooled >= 2:
     return dataclasses.replace(p, order="minor_last")
-  # small blocks over 2+ axes with many elements after them: their first-match offsets
-  # by a float32 min, which XLA:CPU reduces faster than int32 there (slower over one
-  # axis or a short minor run: benchmarks/README.md, "Small blocks' offsets as float32")
-  if (p.residual == "match_blocks" and math.prod(t.window for t in taps) <= SMALL
-      and pooled >= 2 and inner >= F32_OFFSETS_INNER_MIN):
+  # blocks over 2+ axes with many elements after them: their first-match offsets by a
+  # float32 min, which XLA:CPU reduces faster than int32 there, except for windows of
+  # 10-35 elements (4x4, 5x5), over one axis or a short minor run (benchmarks/README.md,
+  # "Unpool's in-window check, and blocks' offsets as float32")
+  size = math.prod(t.window for t in taps)
+  if (p.residual == "match_blocks" and pooled >= 2 and inner >= F32_OFFSETS_INNER_MIN
+      and not SMALL < size < F32_OFFSETS_LARGE_MIN):
     return dataclasses.replace(p, residual="match_blocks_f32")
   return p
 
