@@ -309,9 +309,12 @@ CASES = {
     "f32 offsets: max 3-D 2x2x2/2 fwd+bwd: int32 offsets": (
         (4, 16, 28, 28, 32), "float32", _grad(lambda x: jaxpool.max_pool(x, (2, 2, 2))),
         "max", {"residual": "match_blocks"}),
-    "f32 offsets: max 6x6/6 fwd+bwd: int32 offsets": (
-        (8, 54, 54, 64), "float32", _grad(lambda x: jaxpool.max_pool(x, (6, 6))), "max",
+    "f32 offsets: max 14x14/14 fwd+bwd: int32 offsets": (
+        S, "float32", _grad_of_square(lambda x: jaxpool.max_pool(x, (14, 14))), "max",
         {"residual": "match_blocks"}),
+    "f32 offsets: bf16 adaptive max 56->7 fwd+bwd: float32 offsets": (
+        S, "bfloat16", _grad_of_square(lambda x: jaxpool.adaptive_max_pool(x, (7, 7))), "max",
+        {"residual": "match_blocks_f32"}),
     "f32 offsets: adaptive max 56->1 fwd+bwd: int32 offsets": (
         S, "float32", _grad(lambda x: jaxpool.adaptive_max_pool(x, (1, 1))), "max",
         {"residual": "match_blocks"}),

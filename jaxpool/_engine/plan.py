@@ -48,7 +48,7 @@ PERIOD_SLICES_MAX = 64  # slices (bins x offsets) of one period of adaptive bins
 TAKES_MAX = 32     # adaptive bin width summed as one take per offset; wider: a gather
 SELECT_TAKES_MAX = 4  # repeating adaptive bin width whose max/min values take each offset
 F32_OFFSETS_INNER_MIN = 32  # elements after blocks for float32 first-match offsets
-F32_OFFSETS_LARGE_MIN = 36  # block elements from which float32 offsets win again (6x6)
+F32_OFFSETS_LARGE_MIN = 101  # block elements from which float32 offsets win again (12x12)
 
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
@@ -404,7 +404,7 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     return dataclasses.replace(p, order="minor_last")
   # blocks over 2+ axes with many elements after them: their first-match offsets by a
   # float32 min, which XLA:CPU reduces faster than int32 there, except for windows of
-  # 10-35 elements (4x4, 5x5), over one axis or a short minor run (benchmarks/README.md,
+  # 10-100 elements (4x4, 8x8), over one axis or a short minor run (benchmarks/README.md,
   # "Unpool's in-window check, and blocks' offsets as float32")
   size = math.prod(t.window for t in taps)
   if (p.residual == "match_blocks" and pooled >= 2 and inner >= F32_OFFSETS_INNER_MIN
