@@ -356,6 +356,8 @@ def test_cuda_sums_overlapping_windows_by_slices(layout):
   assert p.values != "window" and p.backward == "planes"
   assert planner.plan("sum", taps, np.float32, gpu, mapped=True).values == "window"
   assert planner.plan("sum", taps, np.float32, tpu).values == "window"
+  if layout == "channels_first":
+    return  # the forced plan's numbers below do not depend on the layout
   # the CUDA plan of the 12x12 windows at stride 11, run here against NumPy's sums
   x = randn(np.random.default_rng(2), (2, 56, 56, 3))
   taps = (bin_taps(56, 5),) * 2
