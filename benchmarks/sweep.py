@@ -108,6 +108,16 @@ WHOLE = {
 }
 
 
+# The least work any program for a cell does on its input, per pass: a forward reads the
+# whole input once (the faster of a sum and a max over all of it); a forward+backward
+# also writes a gradient of the input's size (an elementwise map, one read and one write).
+# Each as (jax fn, torch fn) of the input, in the cell's layout and dtype.
+FLOORS = {
+    "fwd": {"sum": (jnp.sum, lambda t: t.sum()), "max": (jnp.max, lambda t: t.amax())},
+    "fwd+bwd": {"map": (lambda x: x * 2, lambda t: t * 2)},
+}
+
+
 @dataclasses.dataclass
 class Cell:
   op: str
@@ -228,7 +238,10 @@ def adaptive_cells() -> list[Cell]:
 
 
 def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int,
-            batch: int = 1, scale: int = 1, variants: tuple[str, ...] = ()) -> dict:
+            batch: int = 1, scale: int = 1, variants: tuple[str, ...] = (),
+            floors: bool = False) -> dict:
+  """One cell timed against PyTorch (and Flax, and forced plans), interleaved. With
+  ``floors``, also the one-pass floors of the cell's input (:data:`FLOORS`)."""
   g = cell.geometry
   g = dataclasses.replace(g, shape=(g.shape[0] * scale, *g.shape[1:]))
   torch = _torch()
@@ -276,6 +289,12 @@ def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int,
       if not backward or tg is not None:
         runs["torch"] = _torch_callable(torch, cell.torch, backward)
         args["torch"] = (tx, tg) if backward else (tx,)
+  if floors:
+    for name, (jfn_floor, tfn_floor) in FLOORS["fwd+bwd" if backward else "fwd"].items():
+      runs[f"xla {name}"], args[f"xla {name}"] = jax.jit(jfn_floor), (x,)
+      if "torch" in runs:
+        runs[f"torch {name}"] = _torch_callable(torch, tfn_floor, False)
+        args[f"torch {name}"] = args["torch"][:1]
   times = {k: [] for k in runs}
   for r in range(rounds):
     names = list(runs)
@@ -290,7 +309,8 @@ def measure(cell: Cell, backward: bool, rng, min_time: float, rounds: int,
         spent, count = spent + t * batch, count + 1
   ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
   row = {"op": cell.op, "class": cell.cls, "pass": "fwd+bwd" if backward else "fwd",
-         "shape": list(g.shape), "dtype": g.dtype, "layout": g.layout, "ms": ms,
+         "shape": list(g.shape), "dtype": g.dtype, "layout": g.layout,
+         "input_bytes": x.nbytes, "ms": ms,
          "compile_s": compile_s, "temp_ratio": temp}
   if "torch" in ms:
     row["vs_torch"] = ms["jaxpool"] / ms["torch"]
