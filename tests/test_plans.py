@@ -470,16 +470,19 @@ def test_period_of_adaptive_bins():
 @pytest.mark.parametrize("width", [30, 10])
 def test_repeating_bins_are_sliced_on_cpu(op, width):
   """Adaptive bins that repeat (56 -> 80 repeats every 7 elements) are read by slices on
-  CPU: the program of values, indices and gradient has no gather and no scatter (the
-  gather and its scatter transpose were 2-2.3x slower, benchmarks/README.md, "Adaptive
-  bins that repeat"). Where every irregular axis's bins are at most
+  CPU: the values and indices have no gather and no scatter, nor has the gradient a
+  gather (the gather and its scatter transpose were 2-2.3x slower, benchmarks/README.md,
+  "Adaptive bins that repeat"). Where every irregular axis's bins are at most
   ``SELECT_TAKES_MAX`` wide (10 -> 4 here, not 30 -> 4), the values take each bin offset
-  (static gathers) and the chain still reads the periods: no scatter. Accelerators keep
-  the gather."""
+  (static gathers) and the chain still reads the periods. Fewer outputs than inputs:
+  the gradient is one scatter-add at the chain's flat indices (``chain_scatter``).
+  Accelerators keep the gather."""
   taps = (bin_taps(14, 20), bin_taps(width, 4))
   cpu = "takes" if width == 10 else "periods"
   for platform, bins in (("cpu", cpu), ("gpu", None), ("accelerator", None)):
     assert planner.plan(op, taps, np.float32, planner.Target(platform, True)).bins == bins
+  assert planner.plan(op, taps, np.float32, planner.Target("cpu", True)).backward == \
+      "chain_scatter"
   x = ties(np.random.default_rng(0), (2, 14, width, 3))
 
   def f(v):
@@ -487,9 +490,10 @@ def test_repeating_bins_are_sliced_on_cpu(op, width):
       return jaxpool.adaptive_max_pool(v, (20, 4))
     return jaxpool.adaptive_max_pool_with_indices(v, (20, 4))
 
+  forward = _ops(_program(f, x, "cpu"))
+  assert not forward & ({"scatter"} if cpu == "takes" else {"gather", "scatter"}), forward
   text = _program(lambda v: (f(v), _grad(f)(v)), x, "cpu")
-  assert not _ops(text) & ({"scatter"} if cpu == "takes" else {"gather", "scatter"}), \
-      _ops(text)
+  assert cpu == "takes" or "gather" not in _ops(text), _ops(text)
   assert "gather" in _ops(_program(f, x, "tpu"))
   first = from_layout(x, "channels_last")
   want, idx = ref.adaptive_max_pool_with_indices(first, (20, 4))
@@ -893,6 +897,62 @@ def test_chains_compute_each_axis_once_on_cpu_where_windows_share_elements():
 
   # each folded max is one conditional too (Plan.fold "once"); the fenced chain adds more
   assert conditionals((5, 5)) > conditionals((7, 7)) > 0
+
+
+@pytest.mark.parametrize("name, shape, pool, backward, fence", [
+    # fewer outputs than inputs, bins read 2.6x on average: one scatter-add
+    ("adaptive 28->15", (2, 28, 28, 3), lambda v: jaxpool.adaptive_max_pool_with_indices(
+        v, (15, 15)), "chain_scatter", True),
+    # more outputs than inputs: the chain, unfenced
+    ("adaptive 20->30", (2, 20, 20, 3), lambda v: jaxpool.adaptive_max_pool_with_indices(
+        v, (30, 30)), "chain", False),
+    # regular windows wider than CHAIN_WINDOW_MAX: one scatter-add; up to it, the chain
+    ("max 9x9/4", (2, 21, 21, 3), lambda v: jaxpool.max_pool_with_indices(v, (9, 9), 4),
+     "chain_scatter", True),
+    ("max 8x8/4", (2, 20, 20, 3), lambda v: jaxpool.max_pool_with_indices(v, (8, 8), 4),
+     "chain", True),
+    # padded windows keep the chain; per-axis windows of 5 (3-D) too
+    ("max 9x9/4 p4", (2, 21, 21, 3), lambda v: jaxpool.max_pool_with_indices(
+        v, (9, 9), 4, 4), "chain", True),
+    ("max 5x5x5/2", (2, 9, 9, 9, 1), lambda v: jaxpool.max_pool_with_indices(
+        v, (5, 5, 5), 2), "chain", True),
+])
+def test_max_derivative_form_by_outputs_and_window(name, shape, pool, backward, fence):
+  """On a lone CPU device, the max derivative of windows that read no padding is one
+  scatter-add at the chain's flat indices where that measured faster than routing the
+  cotangent axis by axis: adaptive bins with no more outputs than inputs, and regular
+  windows wider than ``CHAIN_WINDOW_MAX`` on an axis; upsampling bins route by the
+  chain without fences (benchmarks/README.md, "The max derivative off the sweep's
+  shapes"). Values, indices and gradient against the reference."""
+  x = ties(np.random.default_rng(0), shape)
+  seen = []
+  original = planner.plans
+
+  def spy(op, taps, dtype, **kw):
+    seen.append(planner.plan(op, taps, dtype, planner.Target("cpu", True), **kw))
+    return original(op, taps, dtype, **kw)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(planner, "plans", spy)
+    v, i = jax.jit(pool)(_on_cpu(x))
+  assert [(p.backward, p.fence) for p in seen] == [(backward, fence)], (name, seen)
+  first = from_layout(x, "channels_last")
+  if name.startswith("adaptive"):
+    want, idx = ref.adaptive_max_pool_with_indices(first, v.shape[1:-1])
+  else:
+    window, stride, pad = {"max 9x9/4": ((9, 9), 4, 0), "max 8x8/4": ((8, 8), 4, 0),
+                           "max 9x9/4 p4": ((9, 9), 4, 4), "max 5x5x5/2": ((5, 5, 5), 2, 0)}[name]
+    want, idx = ref.max_pool_with_indices(first, window, stride, pad)
+  np.testing.assert_array_equal(from_layout(v, "channels_last"), want)
+  np.testing.assert_array_equal(from_layout(i, "channels_last"), idx)
+  g = randn(np.random.default_rng(1), v.shape)
+  dx = jax.vjp(lambda u: pool(u)[0], _on_cpu(x))[1](g)[0]
+  planes, n = x.shape[0] * x.shape[-1], math.prod(first.shape[2:])
+  want_dx = np.zeros((planes, n))
+  np.add.at(want_dx, (np.arange(planes)[:, None], idx.reshape(planes, -1)),
+            from_layout(g, "channels_last").reshape(planes, -1))
+  np.testing.assert_allclose(from_layout(dx, "channels_last"), want_dx.reshape(first.shape),
+                             rtol=1e-6, atol=1e-6)
 
 
 def test_matched_indices_skip_padding_and_find_the_first_nan():

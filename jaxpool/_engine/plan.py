@@ -42,6 +42,7 @@ BLOCK_BACK_INNER_MAX = 64  # elements after the pooled axes for float32 dense bl
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
 PLANES_MAX = 16    # padded untiled window elements routed back by phase planes; more: scatter
 CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
+CHAIN_WINDOW_MAX = 8  # per-axis regular window routed back by the chain; wider: scatter-add
 INT32_MAX = 2**31  # flat scatter positions must fit int32
 FOLD_INNER_MIN = 8  # elements after a summed axis for folding it (one float32 vector)
 PERIOD_SLICES_MAX = 64  # slices (bins x offsets) of one period of adaptive bins; more: a gather
@@ -112,7 +113,8 @@ class Plan:
       (:func:`jaxpool._linear.fence_cotangent`), instead of the expensive map that
       makes it being fused into every tap of the transpose; a chain's per-axis max and
       offsets, instead of each axis's max being recomputed by every compare of the next
-      axis; the flat indices a scatter reads (the ``match_real`` backward, unpool's
+      axis (not for a chain that routes the cotangent onto more outputs than inputs:
+      there the fenced results outweigh the recompute); the flat indices a scatter reads (the ``match_real`` backward, unpool's
       ``scatter``). A lone CPU device only: the fence reads one element of its key,
       which under SPMD partitioning would be a collective.
     unfold: a sum's cotangent multiplied by a one XLA cannot fold
@@ -337,12 +339,26 @@ def _padded_scatters(taps: Sequence[AxisTaps]) -> bool:
 
 
 def _chain_scatters(taps: Sequence[AxisTaps]) -> bool:
-  """Large windows and adaptive bins that read no padding and each element at most
-  ``CHAIN_READS`` times on average: the chain's indices plus one scatter-add beat routing
-  the cotangent axis by axis; denser or padded windows keep the chain."""
+  """Windows that read no padding, where the chain's indices plus one scatter-add beat
+  routing the cotangent axis by axis: windows that read each element at most
+  ``CHAIN_READS`` times on average; adaptive bins with no more outputs than inputs
+  (the scatter's updates); regular windows wider than ``CHAIN_WINDOW_MAX`` on an axis
+  (the chain's work on an axis grows with its window, the scatter's does not). Denser small
+  windows, upsampling bins and padded windows keep the chain (benchmarks/README.md,
+  "The max derivative off the sweep's shapes")."""
+  if not all(map(reads_no_padding, taps)):
+    return False
   reads = math.prod(t.out * t.window for t in taps)
-  return (reads <= CHAIN_READS * math.prod(t.size for t in taps)
-          and all(map(reads_no_padding, taps)))
+  if reads <= CHAIN_READS * math.prod(t.size for t in taps):
+    return True
+  if not all(t.regular for t in taps):
+    return not _upsamples(taps)
+  return max(t.window for t in taps) > CHAIN_WINDOW_MAX
+
+
+def _upsamples(taps: Sequence[AxisTaps]) -> bool:
+  """More outputs than inputs (adaptive bins onto a larger size)."""
+  return math.prod(t.out for t in taps) > math.prod(t.size for t in taps)
 
 
 def _chain_rereads(taps: Sequence[AxisTaps]) -> bool:
@@ -448,6 +464,7 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
                       if jnp.issubdtype(dtype, jnp.inexact) and (upcast or not sixteen)
                       else None),
                 fence=target.lone and (residual == "input" and _chain_rereads(taps)
+                                       and not (backward == "chain" and _upsamples(taps))
                                        or residual == "match_real"))
   if op != "indices":
     return select
