@@ -911,18 +911,21 @@ def test_chains_compute_each_axis_once_on_cpu_where_windows_share_elements():
      "chain_scatter", True),
     ("max 8x8/4", (2, 20, 20, 3), lambda v: jaxpool.max_pool_with_indices(v, (8, 8), 4),
      "chain", True),
-    # padded windows keep the chain; per-axis windows of 5 (3-D) too
+    # padded windows: one scatter-add at stride 1 (SPP), the chain when strided; per-axis
+    # windows of 5 (3-D) keep the chain
+    ("max 7x7/1 p3", (2, 12, 12, 3), lambda v: jaxpool.max_pool_with_indices(
+        v, (7, 7), 1, 3), "chain_scatter", True),
     ("max 9x9/4 p4", (2, 21, 21, 3), lambda v: jaxpool.max_pool_with_indices(
         v, (9, 9), 4, 4), "chain", True),
     ("max 5x5x5/2", (2, 9, 9, 9, 1), lambda v: jaxpool.max_pool_with_indices(
         v, (5, 5, 5), 2), "chain", True),
 ])
 def test_max_derivative_form_by_outputs_and_window(name, shape, pool, backward, fence):
-  """On a lone CPU device, the max derivative of windows that read no padding is one
-  scatter-add at the chain's flat indices where that measured faster than routing the
-  cotangent axis by axis: adaptive bins with no more outputs than inputs, and regular
-  windows wider than ``CHAIN_WINDOW_MAX`` on an axis; upsampling bins route by the
-  chain without fences (benchmarks/README.md, "The max derivative off the sweep's
+  """On a lone CPU device, the max derivative of large windows is one scatter-add at the
+  chain's flat indices where that measured faster than routing the cotangent axis by
+  axis: adaptive bins with no more outputs than inputs, unpadded regular windows wider
+  than ``CHAIN_WINDOW_MAX`` on an axis, padded ones at stride 1; upsampling bins route
+  by the chain without fences (benchmarks/README.md, "The max derivative off the sweep's
   shapes"). Values, indices and gradient against the reference."""
   x = ties(np.random.default_rng(0), shape)
   seen = []
@@ -941,6 +944,7 @@ def test_max_derivative_form_by_outputs_and_window(name, shape, pool, backward, 
     want, idx = ref.adaptive_max_pool_with_indices(first, v.shape[1:-1])
   else:
     window, stride, pad = {"max 9x9/4": ((9, 9), 4, 0), "max 8x8/4": ((8, 8), 4, 0),
+                           "max 7x7/1 p3": ((7, 7), 1, 3),
                            "max 9x9/4 p4": ((9, 9), 4, 4), "max 5x5x5/2": ((5, 5, 5), 2, 0)}[name]
     want, idx = ref.max_pool_with_indices(first, window, stride, pad)
   np.testing.assert_array_equal(from_layout(v, "channels_last"), want)
@@ -952,6 +956,34 @@ def test_max_derivative_form_by_outputs_and_window(name, shape, pool, backward, 
   np.add.at(want_dx, (np.arange(planes)[:, None], idx.reshape(planes, -1)),
             from_layout(g, "channels_last").reshape(planes, -1))
   np.testing.assert_allclose(from_layout(dx, "channels_last"), want_dx.reshape(first.shape),
+                             rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("window, stride, pad", [((33,), 1, 16), ((20, 20), 4, 0)])
+def test_wide_regular_windows_chain_by_slices(window, stride, pad):
+  """A chain reads regular windows up to ``UNROLL_MAX`` wide per axis as slices, not a
+  gather (XLA:CPU's gather was 2-14x slower: 1-D 33/1 p16 164 ms against 12 ms,
+  benchmarks/README.md, "The max derivative off the sweep's shapes"): the program of
+  indices and gradient has no gather. Values, indices and gradient against the
+  reference."""
+  d = len(window)
+  x = ties(np.random.default_rng(0), (2,) + (40,) * d + (3,))
+
+  def f(v):
+    return jaxpool.max_pool_with_indices(v, window, stride, pad)
+
+  assert max(window) <= planner.UNROLL_MAX
+  text = _program(lambda v: (f(v), _grad(f)(v)), x, "cpu")
+  assert "gather" not in _ops(text), _ops(text)
+  first = from_layout(x, "channels_last")
+  want, idx = ref.max_pool_with_indices(first, window, stride, pad)
+  v, i = f(x)
+  np.testing.assert_array_equal(from_layout(v, "channels_last"), want)
+  np.testing.assert_array_equal(from_layout(i, "channels_last"), idx)
+  g = randn(np.random.default_rng(1), v.shape)
+  dx = jax.vjp(lambda u: f(u)[0], x)[1](g)[0]
+  np.testing.assert_allclose(from_layout(dx, "channels_last"),
+                             _routed(first, from_layout(g, "channels_last"), idx),
                              rtol=1e-6, atol=1e-6)
 
 

@@ -34,7 +34,7 @@ SMALL = 9          # window elements always served by tiled slices (3x3 and belo
 JOINT_MAX = 32     # window elements matched all offsets at once; larger: one axis at a time
 TILED_MAX = 128    # slices per tiled program (tiles x window elements): bounds compile time
 SEPARABLE_MAX = 5  # per-axis window of unpadded stride-1 windows served by separable slices
-UNROLL_MAX = 16    # per-axis window unrolled into slices inside a chain; larger: a gather
+UNROLL_MAX = 256   # per-axis window unrolled into slices inside a chain; larger: a gather
 BLOCK_ARGMAX_MAX = 4  # blocked window elements whose indices come from one variadic reduce
 BLOCKS_MAX = 100   # 2-D max/min window elements reduced as blocks (sums, 3+ axes: any)
 BLOCKS_INNER_MIN = 384  # elements after the pooled axes for max/min blocks at any size
@@ -114,9 +114,10 @@ class Plan:
       makes it being fused into every tap of the transpose; a chain's per-axis max and
       offsets, instead of each axis's max being recomputed by every compare of the next
       axis (not for a chain that routes the cotangent onto more outputs than inputs:
-      there the fenced results outweigh the recompute); the flat indices a scatter reads (the ``match_real`` backward, unpool's
-      ``scatter``). A lone CPU device only: the fence reads one element of its key,
-      which under SPMD partitioning would be a collective.
+      there the fenced results outweigh the recompute); the flat indices a scatter
+      reads (the ``match_real`` backward, unpool's ``scatter``). A lone CPU device
+      only: the fence reads one element of its key, which under SPMD partitioning
+      would be a collective.
     unfold: a sum's cotangent multiplied by a one XLA cannot fold
       (:func:`jaxpool._linear.unfold_cotangent`), so that a constant cotangent (the
       gradient of ``sum(avg_pool(x))``) is not folded through the transpose's pads and
@@ -260,7 +261,9 @@ def whole(t: AxisTaps) -> bool:
 
 def axis_form(t: AxisTaps, bins: str | None = None) -> str:
   """How one axis of a chain views its windows: a reshape (non-overlapping), one slice
-  per offset (up to ``UNROLL_MAX``), one slice per bin offset of a period of adaptive
+  per offset (up to ``UNROLL_MAX``: on XLA:CPU the slices beat the gather 2-14x at every
+  width measured, benchmarks/README.md, "The max derivative off the sweep's shapes"),
+  one slice per bin offset of a period of adaptive
   bins (``bins="periods"`` and :func:`period` finds one), one static take per bin offset
   (``bins="takes"``: adaptive bins up to ``TAKES_MAX`` wide), or a static gather."""
   if t.regular and t.dilation == 1 and t.stride >= t.window:
@@ -343,11 +346,13 @@ def _chain_scatters(taps: Sequence[AxisTaps]) -> bool:
   routing the cotangent axis by axis: windows that read each element at most
   ``CHAIN_READS`` times on average; adaptive bins with no more outputs than inputs
   (the scatter's updates); regular windows wider than ``CHAIN_WINDOW_MAX`` on an axis
-  (the chain's work on an axis grows with its window, the scatter's does not). Denser small
-  windows, upsampling bins and padded windows keep the chain (benchmarks/README.md,
-  "The max derivative off the sweep's shapes")."""
+  (the chain's work on an axis grows with its window, the scatter's does not). Padded
+  windows only at stride 1 (``"same"`` pooling, SPP), where the chain routes every
+  element through the whole window. Denser small windows, upsampling bins and padded
+  strided windows keep the chain (benchmarks/README.md, "The max derivative off the
+  sweep's shapes")."""
   if not all(map(reads_no_padding, taps)):
-    return False
+    return all(t.regular and t.stride == 1 and t.dilation == 1 for t in taps)
   reads = math.prod(t.out * t.window for t in taps)
   if reads <= CHAIN_READS * math.prod(t.size for t in taps):
     return True
