@@ -589,6 +589,38 @@ def test_cpu_keeps_its_tuned_plans():
   assert spmd.backward == "planes" and spmd.address is None
 
 
+@pytest.mark.parametrize("window, stride, residual, backward", [
+    ((2, 2), 1, "match_stacked", "planes"),   # an update per input element: planes
+    ((3, 2), 1, "match_stacked", "planes"),
+    ((5, 5), 1, "first_max", "planes"),       # over SMALL: the compare chain's offsets
+    ((3,), 2, "match_stacked", "planes"),     # small 1-D windows
+    ((3, 3), 2, "first_max", "scatter"),      # strided 2-D (AlexNet, Inception)
+    ((12,), 2, "first_max", "scatter"),       # 1-D over SMALL
+])
+def test_unpadded_overlapping_windows_scatter_only_where_strided(window, stride, residual,
+                                                                 backward):
+  """Unpadded overlapping windows on a lone CPU device: the serial scatter-add makes one
+  update per output, so stride-1 windows and small 1-D windows take the phase planes
+  (2x2/1 5-9x faster, benchmarks/README.md, "The max derivative off the sweep's
+  shapes"); strided 2-D windows and wider 1-D ones keep the scatter. Values and
+  gradient of the forced plan against the reference."""
+  d = len(window)
+  x = ties(np.random.default_rng(0), (2,) + (13,) * d + (3,))
+  _, taps = geo.window_geometry("max_pool", x.shape, window, stride, 0, 1, False,
+                                "channels_last")
+  p = planner.plan("max", taps, np.float32, planner.Target("cpu", True), size=x.size)
+  assert (p.residual, p.backward) == (residual, backward)
+  axes = tuple(range(1, 1 + d))
+  first = from_layout(x, "channels_last")
+  want, idx = ref.max_pool_with_indices(first, window, stride)
+  y, vjp = jax.vjp(lambda v: select_pool(v, axes, taps, "max", plan=p), x)
+  np.testing.assert_array_equal(from_layout(y, "channels_last"), want)
+  g = randn(np.random.default_rng(1), y.shape)
+  np.testing.assert_allclose(from_layout(vjp(g)[0], "channels_last"),
+                             _routed(first, from_layout(g, "channels_last"), idx),
+                             rtol=1e-6, atol=1e-6)
+
+
 def test_unpool_checks_indices_first_on_cpu():
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 8, 3)), jnp.float32)
 

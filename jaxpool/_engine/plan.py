@@ -327,10 +327,18 @@ def offsets_form(taps: Sequence[AxisTaps]) -> str:
 
 
 def _scatters_back(taps: Sequence[AxisTaps]) -> bool:
-  """Overlapping or gapped unpadded windows: XLA:CPU's scatter-add beats the phase
-  planes there; padded windows keep the planes (the scatter's zero-filled output costs
-  more on the ResNet stem)."""
-  return not blocked(taps) and all(unpadded(t) for t in taps)
+  """Overlapping or gapped unpadded windows where XLA:CPU's scatter-add (one update per
+  output, a serial loop) beats the phase planes: strided windows over 2+ axes
+  (AlexNet's and Inception's 3x3/2) and 1-D ones over ``SMALL`` elements. Stride-1
+  windows (an update per input element: 2x2/1 took 5-9x the planes) and small strided
+  1-D windows take the planes, as padded windows do (benchmarks/README.md, "The max
+  derivative off the sweep's shapes")."""
+  if blocked(taps) or not all(unpadded(t) for t in taps):
+    return False
+  pooled = [t for t in taps if not t.identity]
+  if all(t.stride == 1 for t in pooled):
+    return False
+  return len(pooled) > 1 or pooled[0].window > SMALL
 
 
 def _padded_scatters(taps: Sequence[AxisTaps]) -> bool:
@@ -514,7 +522,11 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
       return "first_max", "scatter"
     if _padded_scatters(taps) and address == "flat":
       return "match_real", "scatter"
-    return offsets_form(taps), "planes"
+    residual = offsets_form(taps)
+    if (residual == "match_stacked" and math.prod(t.window for t in taps) > SMALL
+        and all(t.stride == 1 for t in taps)):
+      residual = "first_max"  # 5x5/1: the stacked offsets' reduce took 6x the chain
+    return residual, "planes"
   if _dense_blocks(taps) and (sixteen or 0 < inner <= BLOCK_BACK_INNER_MAX):
     return "match_blocks", "block"
   if _chain_scatters(taps) and address == "flat":
