@@ -263,9 +263,9 @@ def axis_form(t: AxisTaps, bins: str | None = None) -> str:
   """How one axis of a chain views its windows: a reshape (non-overlapping), one slice
   per offset (up to ``UNROLL_MAX``: on XLA:CPU the slices beat the gather 2-14x at every
   width measured, benchmarks/README.md, "The max derivative off the sweep's shapes"),
-  one slice per bin offset of a period of adaptive
-  bins (``bins="periods"`` and :func:`period` finds one), one static take per bin offset
-  (``bins="takes"``: adaptive bins up to ``TAKES_MAX`` wide), or a static gather."""
+  one slice per bin offset of a period of adaptive bins (``bins="periods"`` and
+  :func:`period` finds one), one static take per bin offset (``bins="takes"``: adaptive
+  bins up to ``TAKES_MAX`` wide), or a static gather."""
   if t.regular and t.dilation == 1 and t.stride >= t.window:
     return "reshape"
   if t.regular and t.window <= UNROLL_MAX:
@@ -370,8 +370,9 @@ def _chain_scatters(taps: Sequence[AxisTaps]) -> bool:
 
 
 def _upsamples(taps: Sequence[AxisTaps]) -> bool:
-  """More outputs than inputs (adaptive bins onto a larger size)."""
-  return math.prod(t.out for t in taps) > math.prod(t.size for t in taps)
+  """Adaptive bins onto more outputs than inputs."""
+  return (not all(t.regular for t in taps)
+          and math.prod(t.out for t in taps) > math.prod(t.size for t in taps))
 
 
 def _chain_rereads(taps: Sequence[AxisTaps]) -> bool:
