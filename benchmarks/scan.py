@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxpool
-from benchmarks.run import _first, _jax_callable, _torch, _torch_callable
+from benchmarks.run import _batch_time, _first, _jax_callable, _to_torch, _torch, _torch_callable
 
 OPS = ("max", "max", "min", "avg", "indices", "adaptive_max", "adaptive_avg")
 JAX_OPS = {"max": jaxpool.max_pool, "min": jaxpool.min_pool, "avg": jaxpool.avg_pool,
@@ -81,14 +80,7 @@ def _fns(case: dict, torch):
 
 def _median_ms(fn, args, sync, rounds: int = 5, calls: int = 3) -> float:
   sync(fn(*args))
-  times = []
-  for _ in range(rounds):
-    start = time.perf_counter()
-    for _ in range(calls):
-      out = fn(*args)
-    sync(out)
-    times.append((time.perf_counter() - start) / calls * 1e3)
-  return statistics.median(times)
+  return statistics.median(_batch_time(fn, args, sync, calls) for _ in range(rounds)) * 1e3
 
 
 def measure(case: dict, rng, torch) -> dict | None:
@@ -99,12 +91,7 @@ def measure(case: dict, rng, torch) -> dict | None:
   except ValueError:
     return None  # an output size below 1 (a window PyTorch also refuses)
   g = jnp.asarray(rng.standard_normal(out.shape, dtype=np.float32))
-  memory = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.ndim,
-                                                                  torch.contiguous_format)
-  tx = torch.from_numpy(np.moveaxis(np.asarray(x), -1, 1).copy()).contiguous(
-      memory_format=memory)
-  tg = torch.from_numpy(np.moveaxis(np.asarray(g), -1, 1).copy()).contiguous(
-      memory_format=memory)
+  tx, tg = _to_torch(torch, x, torch.float32), _to_torch(torch, g, torch.float32)
   try:
     with torch.no_grad():
       tfn(tx)
