@@ -36,22 +36,19 @@ import numpy as np
 
 from benchmarks.run import RESULTS
 from benchmarks.sweep import Geometry, adaptive_cells, measure, windowed_cells
+from jaxpool import _geometry as geo
 
 
 def coverage(g: Geometry) -> float:
   """The fraction of the input that any window of a windowed cell reads (gapped windows
-  skip some; adaptive bins and whole-axis pools read all of it)."""
-  strides = g.strides if g.strides is not None else g.window
-  strides = (strides,) * len(g.window) if isinstance(strides, int) else strides
+  skip some; adaptive bins and whole-axis pools read all of it): the real positions of
+  the pooling's own taps (:func:`jaxpool._geometry.window_geometry`)."""
+  _, taps = geo.window_geometry("coverage", g.shape, g.window, g.strides, g.padding,
+                                g.dilation, g.ceil_mode, "channels_last")
   frac = 1.0
-  for n, k, s in zip(g.shape[1:-1], g.window, strides):
-    span = g.dilation * (k - 1) + 1
-    out = -(-(n + 2 * g.padding - span) // s) if g.ceil_mode else (n + 2 * g.padding - span) // s
-    out += 1
-    if g.ceil_mode and (out - 1) * s >= n + g.padding:
-      out -= 1
-    read = {o * s - g.padding + j * g.dilation for o in range(out) for j in range(k)}
-    frac *= len(read & set(range(n))) / n
+  for t in taps:
+    p = t.positions()
+    frac *= np.unique(p[(p >= 0) & (p < t.size)]).size / t.size
   return frac
 
 
