@@ -991,6 +991,49 @@ def test_max_derivative_form_by_outputs_and_window(name, shape, pool, backward, 
                              rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, window, stride, pad, ceil, kind", [
+    ((2, 20, 20, 3), (6, 6), 6, 2, False, "max"),      # padded, 36 elements
+    ((2, 16, 16, 64), (7, 7), 7, 0, True, "min"),      # ceil_mode overhang only
+    ((2, 20, 20, 3), (6, 6), 8, 2, False, "max"),      # gapped and padded
+    ((2, 9, 9, 9, 2), (4, 4, 4), 4, 1, False, "max"),  # 3-D
+])
+def test_padded_large_blocks_route_back_by_blocks(shape, window, stride, pad, ceil, kind):
+  """Non-overlapping windows of more than ``JOINT_MAX`` elements that read padding (or a
+  ``ceil_mode`` overhang) take the block derivative with float32 offsets on a lone CPU
+  device: the chain they took before was up to 1.6x slower (benchmarks/README.md, "Chain
+  order and padded blocks"). Values, indices and gradient against the reference, on
+  ties and NaN."""
+  rng = np.random.default_rng(0)
+  x = ties(rng, shape)
+  x.flat[rng.choice(x.size, 5, replace=False)] = np.nan
+  seen = []
+  original = planner.plans
+
+  def spy(op, taps, dtype, **kw):
+    seen.append(planner.plan(op, taps, dtype, planner.Target("cpu", True), **kw))
+    return original(op, taps, dtype, **kw)
+
+  kw = dict(window_shape=window, strides=stride, padding=pad, ceil_mode=ceil)
+  pool = functools.partial(jaxpool.max_pool if kind == "max" else jaxpool.min_pool, **kw)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(planner, "plans", spy)
+    v, vjp = jax.vjp(pool, _on_cpu(x))
+  assert [(p.residual, p.backward) for p in seen] == [("match_blocks_f32", "block")], seen
+  first = from_layout(x, "channels_last")
+  want, idx = ref.max_pool_with_indices(first, window, stride, pad, 1, ceil, kind=kind)
+  np.testing.assert_array_equal(from_layout(v, "channels_last"), want)
+  g = randn(rng, v.shape)
+  planes, n = x.shape[0] * x.shape[-1], math.prod(first.shape[2:])
+  want_dx = np.zeros((planes, n))
+  np.add.at(want_dx, (np.arange(planes)[:, None], idx.reshape(planes, -1)),
+            from_layout(g, "channels_last").reshape(planes, -1))
+  np.testing.assert_allclose(from_layout(vjp(g)[0], "channels_last"),
+                             want_dx.reshape(first.shape), rtol=1e-6, atol=1e-6)
+  if kind == "max":
+    _, i = jax.jit(lambda u: jaxpool.max_pool_with_indices(u, **kw))(_on_cpu(x))
+    np.testing.assert_array_equal(from_layout(i, "channels_last"), idx)
+
+
 @pytest.mark.parametrize("window, stride, pad", [((33,), 1, 16), ((20, 20), 4, 0)])
 def test_wide_regular_windows_chain_by_slices(window, stride, pad):
   """A chain reads regular windows up to ``UNROLL_MAX`` wide per axis as slices, not a
@@ -1135,22 +1178,28 @@ def test_sixteen_bit_max_runs_in_float32_on_cpu(dtype):
   np.testing.assert_array_equal(i, i32)
 
 
-def test_channels_first_chains_reduce_the_minor_axis_last():
+def test_chains_reduce_the_last_pooled_axis_last_where_it_paid():
   """A chain's flat index (``chain_scatter``, ``"chain"`` indices) over two or more pooled
-  axes whose last is the array's minor axis (``inner == 1``, channels_first) reduces that
-  axis last on CPU; channels_last input, one pooled axis and other backends keep the
-  last axis first."""
-  taps = tuple(bin_taps(56, 5) for _ in range(2))
+  axes reduces the last pooled axis last on CPU where that axis is the array's minor
+  one (``inner == 1``, channels_first), and in any layout where the windows read no
+  padding (adaptive bins, unpadded windows). Padded windows over channels_last input,
+  one pooled axis and other backends keep the last axis first."""
+  bins = tuple(bin_taps(56, 5) for _ in range(2))
+  padded = tuple(geo.AxisTaps(56, 15, 11, 4, 1, 5) for _ in range(2))  # 11x11/4 p5
   cpu = planner.Target("cpu", True)
+  size = 8 * 64 * 56 * 56
   for op in ("max", "indices"):
-    p = planner.plan(op, taps, np.float32, cpu, size=8 * 64 * 56 * 56, inner=1)
-    assert (p.backward == "chain_scatter" or p.indices == "chain") and p.order == "minor_last"
-    assert planner.plan(op, taps, np.float32, cpu, size=8 * 64 * 56 * 56, inner=64).order \
-        is None
-    assert planner.plan(op, taps[:1], np.float32, cpu, size=8 * 64 * 56, inner=1).order \
-        is None
+    for inner in (1, 64):
+      p = planner.plan(op, bins, np.float32, cpu, size=size, inner=inner)
+      assert (p.backward == "chain_scatter" or p.indices == "chain") and p.order == "minor_last"
+    p = planner.plan(op, padded, np.float32, cpu, size=size, inner=64)
+    assert p.backward in ("chain", "chain_scatter") or p.indices == "chain"
+    assert p.order is None
+    if op == "indices":  # (the max derivative of these windows is the chain: no index)
+      assert planner.plan(op, padded, np.float32, cpu, size=size, inner=1).order == "minor_last"
+    assert planner.plan(op, bins[:1], np.float32, cpu, size=size // 56, inner=1).order is None
     for platform in ("gpu", "accelerator"):
-      assert planner.plan(op, taps, np.float32, planner.Target(platform, True),
+      assert planner.plan(op, bins, np.float32, planner.Target(platform, True),
                           inner=1).order is None
 
 

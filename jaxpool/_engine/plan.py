@@ -426,11 +426,12 @@ def _regular(taps):
 
 def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   p = _cpu_forms(op, taps, dtype, target, size, mapped, inner)
-  # a chain's flat index over a minor pooled axis (channels_first): that axis last
-  # (benchmarks/README.md, "Chain order")
+  # a chain's flat index reduces the last pooled axis last where that axis is the minor
+  # one (channels_first), and in any layout where the windows read no padding
+  # (benchmarks/README.md, "Chain order", "Chain order and padded blocks")
   pooled = sum(not t.identity for t in taps)
   chained = p.backward == "chain_scatter" or p.indices == "chain"
-  if chained and inner == 1 and pooled >= 2:
+  if chained and pooled >= 2 and (inner == 1 or all(map(reads_no_padding, taps))):
     return dataclasses.replace(p, order="minor_last")
   # blocks over 2+ axes with many elements after them: their first-match offsets by a
   # float32 min, which XLA:CPU reduces faster than int32 there, except for windows of
@@ -515,7 +516,9 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
   its window's first max on the reshape view (``block``): joint ones always; larger
   unpadded ones for 16-bit input, or with at most ``BLOCK_BACK_INNER_MAX`` elements
   after the pooled axes (with more, the chain's indices and a scatter-add measured
-  faster)."""
+  faster); larger padded ones (``ceil_mode`` overhang included) always, their offsets
+  as float32 (the chain took up to 1.6x, int32 offsets up to 1.3x: benchmarks/README.md,
+  "Chain order and padded blocks")."""
   if joint(taps):
     if blocked(taps):
       return "match_blocks", "block"
@@ -530,6 +533,8 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
     return residual, "planes"
   if _dense_blocks(taps) and (sixteen or 0 < inner <= BLOCK_BACK_INNER_MAX):
     return "match_blocks", "block"
+  if all(t.regular for t in taps) and blocked(taps) and not all(map(unpadded, taps)):
+    return "match_blocks_f32", "block"
   if _chain_scatters(taps) and address == "flat":
     return "input", "chain_scatter"
   return "input", "chain"
