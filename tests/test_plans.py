@@ -1034,6 +1034,52 @@ def test_padded_large_blocks_route_back_by_blocks(shape, window, stride, pad, ce
     np.testing.assert_array_equal(from_layout(i, "channels_last"), idx)
 
 
+def _largest_pad(fn, x) -> int:
+  """Elements of the largest ``pad`` result in ``fn``'s compiled CPU program."""
+  text = jax.jit(fn).lower(_on_cpu(x)).compile().as_text()
+  shapes = re.findall(r"= [a-z0-9]+\[([\d,]*)\]\S* pad\(", text)
+  return max((math.prod(int(n) for n in s.split(",") if n) for s in shapes), default=0)
+
+
+@pytest.mark.parametrize("shape, window, stride, pad, ceil", [
+    ((2, 53, 53, 3), (15, 15), 11, 6, True),
+    ((2, 37, 37, 3), (11, 11), 4, 1, False),
+    ((2, 300, 3), (33,), 1, 16, False),
+    ((2, 12, 14, 13, 2), (5, 5, 5), 2, 2, False),
+])
+def test_padded_chain_axes_read_by_segments(shape, window, stride, pad, ceil):
+  """A chain axis whose windows read padding is read per border and interior segment
+  (``axis_form`` ``"tiles"``): only the few border rows are padded, never a padded copy
+  of the input (which XLA:CPU wrote, then read twice, for the chain's max and its first
+  match: indices 15x15/11 p6 took 1.7x, benchmarks/README.md, "Padded chain axes by
+  segments"). Values, indices and gradient against the reference, on ties and NaN."""
+  rng = np.random.default_rng(0)
+  x = ties(rng, shape)
+  x.flat[rng.choice(x.size, 4, replace=False)] = np.nan
+  kw = dict(window_shape=window, strides=stride, padding=pad, ceil_mode=ceil)
+  _, taps = geo.window_geometry("max_pool", shape, window, stride, pad, 1, ceil,
+                                "channels_last")
+  assert {planner.axis_form(t) for t in taps} == {"tiles"}
+
+  def pool(u):
+    return jaxpool.max_pool_with_indices(u, **kw)
+
+  assert _largest_pad(pool, x) < x.size // 2
+  (v, i), vjp = jax.vjp(pool, _on_cpu(x))
+  first = from_layout(x, "channels_last")
+  want, idx = ref.max_pool_with_indices(first, window, stride, pad, 1, ceil)
+  np.testing.assert_array_equal(from_layout(v, "channels_last"), want)
+  np.testing.assert_array_equal(from_layout(i, "channels_last"), idx)
+  g = randn(rng, v.shape)
+  planes, n = x.shape[0] * x.shape[-1], math.prod(first.shape[2:])
+  want_dx = np.zeros((planes, n))
+  np.add.at(want_dx, (np.arange(planes)[:, None], idx.reshape(planes, -1)),
+            from_layout(g, "channels_last").reshape(planes, -1))
+  dx = vjp((g, np.zeros(i.shape, jax.dtypes.float0)))[0]
+  np.testing.assert_allclose(from_layout(dx, "channels_last"), want_dx.reshape(first.shape),
+                             rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("window, stride, pad", [((33,), 1, 16), ((20, 20), 4, 0)])
 def test_wide_regular_windows_chain_by_slices(window, stride, pad):
   """A chain reads regular windows up to ``UNROLL_MAX`` wide per axis as slices, not a

@@ -263,13 +263,17 @@ def axis_form(t: AxisTaps, bins: str | None = None) -> str:
   """How one axis of a chain views its windows: a reshape (non-overlapping), one slice
   per offset (up to ``UNROLL_MAX``: on XLA:CPU the slices beat the gather 2-14x at every
   width measured, benchmarks/README.md, "The max derivative off the sweep's shapes"),
+  the slices per border and interior segment where the windows read padding
+  (``"tiles"``, within ``TILED_MAX`` slices: a padded copy of the input cost up to 3x
+  the slices, benchmarks/README.md, "Padded chain axes by segments"),
   one slice per bin offset of a period of adaptive bins (``bins="periods"`` and
   :func:`period` finds one), one static take per bin offset (``bins="takes"``: adaptive
   bins up to ``TAKES_MAX`` wide), or a static gather."""
   if t.regular and t.dilation == 1 and t.stride >= t.window:
     return "reshape"
   if t.regular and t.window <= UNROLL_MAX:
-    return "slices"
+    parts = len(segments(t))
+    return "tiles" if 1 < parts and parts * t.window <= TILED_MAX else "slices"
   if bins == "takes" and _takes(t):
     return "takes"
   if bins == "periods" and period(t) is not None:

@@ -22,6 +22,7 @@ from jaxpool._engine import plan as planner
 from jaxpool._engine.values import folds, reduce_axis, reduce_window
 from jaxpool._engine.views import (
   Windows,
+  by_segments,
   expand,
   from_periods,
   gathered,
@@ -51,6 +52,9 @@ def _matches(xw: jax.Array, y: jax.Array) -> jax.Array:
 
 def _first_match_axis(x, y, axis: int, t: AxisTaps, kind: str, form: str) -> jax.Array:
   """Per output position, the first real window offset along ``axis`` holding ``y``."""
+  if form == "tiles":
+    return by_segments(axis, t, lambda ins, outs, st: _first_match_axis(
+        ins[0], outs[0], axis, st, kind, "slices"), [x], [y])
   if form == "reshape":
     return _match(Windows(x.ndim, (axis,), (t,)), x, y, kind, "match_blocks")
   fill = identity(kind, x.dtype)
@@ -82,6 +86,9 @@ def _first_match_axis(x, y, axis: int, t: AxisTaps, kind: str, form: str) -> jax
 
 def _select_axis(e, off, axis: int, t: AxisTaps, form: str) -> jax.Array:
   """``e``'s value at window offset ``off`` along ``axis`` (linear in ``e``)."""
+  if form == "tiles":
+    return by_segments(axis, t, lambda ins, outs, st: _select_axis(
+        ins[0], outs[0], axis, st, "slices"), [e], [off])
   zero = np.zeros((), e.dtype)
   if form == "periods":  # a sum of masked slices: its transpose pads, no scatter
     return from_periods([functools.reduce(lax.add, [
@@ -331,6 +338,9 @@ def _least_index_axis(x, y, idx, axis: int, t: AxisTaps, kind: str, form: str) -
   axes are reduced in, the least index among the matches is the row-major first max."""
   fill = identity(kind, x.dtype)
   idx = jnp.broadcast_to(idx, x.shape)
+  if form == "tiles":
+    return by_segments(axis, t, lambda ins, outs, st: _least_index_axis(
+        ins[0], outs[0], ins[1], axis, st, kind, "slices"), [x, idx], [y])
 
   def least(parts, ids, yb):
     return functools.reduce(jnp.minimum, [jnp.where(_matches(a, yb), i, _NO_INDEX)
@@ -361,7 +371,7 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
     if t.identity:
       continue
     form = planner.axis_form(t, planner.routing(bins))
-    if form == "slices":
+    if form in ("slices", "tiles"):
       # reduce_window and the offsets' forms are computed once; a max over slices
       # would be fused into, and recomputed by, every consumer
       y = reduce_window(x, (axis,), (t,), kind, fold)
@@ -372,7 +382,7 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
     steps.append((axis, t, form, x, off))
     x = y
   for axis, t, form, xa, off in reversed(steps):
-    if form == "slices":
+    if form in ("slices", "tiles"):
       g = planes_back(Windows(g.ndim, (axis,), (t,)), g, off)
     else:
       g = transpose(functools.partial(_select_axis, off=off, axis=axis, t=t, form=form),

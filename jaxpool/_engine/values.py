@@ -16,6 +16,7 @@ from jax import lax
 from jaxpool._engine import plan as planner
 from jaxpool._engine.views import (
   Windows,
+  by_segments,
   from_periods,
   identity,
   interleave,
@@ -77,6 +78,9 @@ def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str,
   (``fold``: see :func:`reduce_axes`; ``"takes"``: one take per bin offset, combined;
   sums by :func:`bin_sum`)."""
   fill = identity(kind, x.dtype)
+  if form == "tiles":
+    return by_segments(axis, t, lambda ins, outs, st: reduce_axis(
+        ins[0], axis, st, kind, "slices"), [x])
   if form == "takes":
     if kind == "sum":
       return bin_sum(x, axis, t)

@@ -267,6 +267,25 @@ def tiled(x, axes: Sequence[int], taps: Sequence[AxisTaps], fn) -> jax.Array:
   return build(0, x, [])
 
 
+def by_segments(axis: int, t: AxisTaps, fn, inputs: Sequence[jax.Array],
+                outputs: Sequence[jax.Array] = ()) -> jax.Array:
+  """``fn(inputs, outputs, taps)`` per :func:`~jaxpool._engine.plan.segments` of one
+  axis (a padded head, the interior, a padded tail), concatenated along ``axis``.
+
+  ``inputs`` are input-shaped along ``axis`` and sliced to the range each segment's
+  windows read; ``outputs`` are output-shaped and sliced to the segment's outputs. Only
+  the border segments pad, a few rows each: padding the whole input would write a
+  padded copy of it, which XLA:CPU materializes where two fusions read it (the chain's
+  max and its first match)."""
+  parts, o = [], 0
+  for lo, hi, st in segments(t):
+    ins = [lax.slice_in_dim(a, lo, hi, axis=axis) for a in inputs]
+    outs = [lax.slice_in_dim(a, o, o + st.out, axis=axis) for a in outputs]
+    parts.append(fn(ins, outs, st))
+    o += st.out
+  return parts[0] if len(parts) == 1 else lax.concatenate(parts, axis)
+
+
 def _slice_all(x, lo: int, hi: int, axis: int):
   if isinstance(x, list):
     return [lax.slice_in_dim(v, lo, hi, axis=axis) for v in x]
