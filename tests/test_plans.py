@@ -949,6 +949,12 @@ def test_chains_compute_each_axis_once_on_cpu_where_windows_share_elements():
         v, (7, 7), 1, 3), "chain_scatter", True),
     ("max 9x9/4 p4", (2, 21, 21, 3), lambda v: jaxpool.max_pool_with_indices(
         v, (9, 9), 4, 4), "chain", True),
+    # padded strided windows that read each element at most twice: one scatter-add over
+    # 2+ axes, the chain over one
+    ("max 12x12/10 p4", (2, 28, 28, 3), lambda v: jaxpool.max_pool_with_indices(
+        v, (12, 12), 10, 4), "chain_scatter", True),
+    ("max 40/30 p10", (2, 200, 3), lambda v: jaxpool.max_pool_with_indices(
+        v, (40,), 30, 10), "chain", True),
     ("max 5x5x5/2", (2, 9, 9, 9, 1), lambda v: jaxpool.max_pool_with_indices(
         v, (5, 5, 5), 2), "chain", True),
 ])
@@ -956,9 +962,11 @@ def test_max_derivative_form_by_outputs_and_window(name, shape, pool, backward, 
   """On a lone CPU device, the max derivative of large windows is one scatter-add at the
   chain's flat indices where that measured faster than routing the cotangent axis by
   axis: adaptive bins with no more outputs than inputs, unpadded regular windows wider
-  than ``CHAIN_WINDOW_MAX`` on an axis, padded ones at stride 1; upsampling bins route
-  by the chain without fences (benchmarks/README.md, "The max derivative off the sweep's
-  shapes"). Values, indices and gradient against the reference."""
+  than ``CHAIN_WINDOW_MAX`` on an axis, padded ones at stride 1 and padded ones over 2+
+  axes that read each element at most ``CHAIN_READS`` times; upsampling bins route by
+  the chain without fences (benchmarks/README.md, "The max derivative off the sweep's
+  shapes", "Padded chain axes by segments"). Values, indices and gradient against the
+  reference."""
   x = ties(np.random.default_rng(0), shape)
   seen = []
   original = planner.plans
@@ -977,7 +985,9 @@ def test_max_derivative_form_by_outputs_and_window(name, shape, pool, backward, 
   else:
     window, stride, pad = {"max 9x9/4": ((9, 9), 4, 0), "max 8x8/4": ((8, 8), 4, 0),
                            "max 7x7/1 p3": ((7, 7), 1, 3),
-                           "max 9x9/4 p4": ((9, 9), 4, 4), "max 5x5x5/2": ((5, 5, 5), 2, 0)}[name]
+                           "max 9x9/4 p4": ((9, 9), 4, 4), "max 5x5x5/2": ((5, 5, 5), 2, 0),
+                           "max 12x12/10 p4": ((12, 12), 10, 4),
+                           "max 40/30 p10": ((40,), 30, 10)}[name]
     want, idx = ref.max_pool_with_indices(first, window, stride, pad)
   np.testing.assert_array_equal(from_layout(v, "channels_last"), want)
   np.testing.assert_array_equal(from_layout(i, "channels_last"), idx)

@@ -354,19 +354,21 @@ def _padded_scatters(taps: Sequence[AxisTaps]) -> bool:
 
 
 def _chain_scatters(taps: Sequence[AxisTaps]) -> bool:
-  """Windows that read no padding, where the chain's indices plus one scatter-add beat
-  routing the cotangent axis by axis: windows that read each element at most
-  ``CHAIN_READS`` times on average; adaptive bins with no more outputs than inputs
-  (the scatter's updates); regular windows wider than ``CHAIN_WINDOW_MAX`` on an axis
-  (the chain's work on an axis grows with its window, the scatter's does not). Padded
-  windows only at stride 1 (``"same"`` pooling, SPP), where the chain routes every
-  element through the whole window. Denser small windows, upsampling bins and padded
-  strided windows keep the chain (benchmarks/README.md, "The max derivative off the
-  sweep's shapes")."""
-  if not all(map(reads_no_padding, taps)):
-    return all(t.regular and t.stride == 1 and t.dilation == 1 for t in taps)
+  """Where the chain's indices plus one scatter-add beat routing the cotangent axis by
+  axis: windows that read each element at most ``CHAIN_READS`` times on average (padded
+  ones over 2+ axes); adaptive bins with no more outputs than inputs (the scatter's
+  updates); unpadded regular windows wider than ``CHAIN_WINDOW_MAX`` on an axis (the
+  chain's work on an axis grows with its window, the scatter's does not); padded windows
+  at stride 1 (``"same"`` pooling, SPP), where the chain routes every element through
+  the whole window. Denser small windows, upsampling bins, denser padded strided
+  windows and padded 1-D windows keep the chain (benchmarks/README.md, "The max
+  derivative off the sweep's shapes", "Padded chain axes by segments")."""
   reads = math.prod(t.out * t.window for t in taps)
-  if reads <= CHAIN_READS * math.prod(t.size for t in taps):
+  few = reads <= CHAIN_READS * math.prod(t.size for t in taps)
+  if not all(map(reads_no_padding, taps)):
+    same = all(t.regular and t.stride == 1 and t.dilation == 1 for t in taps)
+    return same or (few and sum(not t.identity for t in taps) >= 2)
+  if few:
     return True
   if not all(t.regular for t in taps):
     return not _upsamples(taps)
