@@ -1237,9 +1237,10 @@ def test_sixteen_bit_max_runs_in_float32_on_cpu(dtype):
 def test_chains_reduce_the_last_pooled_axis_last_where_it_paid():
   """A chain's flat index (``chain_scatter``, ``"chain"`` indices) over two or more pooled
   axes reduces the last pooled axis last on CPU where that axis is the array's minor
-  one (``inner == 1``, channels_first), and in any layout where the windows read no
-  padding (adaptive bins, unpadded windows). Padded windows over channels_last input,
-  one pooled axis and other backends keep the last axis first."""
+  one (``inner == 1``, channels_first), and where the windows read no padding (adaptive
+  bins, unpadded windows) and at most ``MINOR_LAST_INNER_MAX`` elements follow the
+  pooled axes. Padded windows and wider rows over channels_last input, one pooled axis
+  and other backends keep the last axis first."""
   bins = tuple(bin_taps(56, 5) for _ in range(2))
   padded = tuple(geo.AxisTaps(56, 15, 11, 4, 1, 5) for _ in range(2))  # 11x11/4 p5
   cpu = planner.Target("cpu", True)
@@ -1248,6 +1249,8 @@ def test_chains_reduce_the_last_pooled_axis_last_where_it_paid():
     for inner in (1, 64):
       p = planner.plan(op, bins, np.float32, cpu, size=size, inner=inner)
       assert (p.backward == "chain_scatter" or p.indices == "chain") and p.order == "minor_last"
+    wide = planner.MINOR_LAST_INNER_MAX + 1
+    assert planner.plan(op, bins, np.float32, cpu, size=size, inner=wide).order is None
     p = planner.plan(op, padded, np.float32, cpu, size=size, inner=64)
     assert p.backward in ("chain", "chain_scatter") or p.indices == "chain"
     assert p.order is None

@@ -50,6 +50,7 @@ TAKES_MAX = 32     # adaptive bin width summed as one take per offset; wider: a 
 SELECT_TAKES_MAX = 4  # repeating adaptive bin width whose max/min values take each offset
 F32_OFFSETS_INNER_MIN = 32  # elements after blocks for float32 first-match offsets
 F32_OFFSETS_LARGE_MIN = 101  # block elements from which float32 offsets win again (12x12)
+MINOR_LAST_INNER_MAX = 128  # elements after the pooled axes for a minor-last chain index
 
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
@@ -433,11 +434,13 @@ def _regular(taps):
 def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   p = _cpu_forms(op, taps, dtype, target, size, mapped, inner)
   # a chain's flat index reduces the last pooled axis last where that axis is the minor
-  # one (channels_first), and in any layout where the windows read no padding
-  # (benchmarks/README.md, "Chain order", "Chain order and padded blocks")
+  # one (channels_first), and where the windows read no padding and at most
+  # MINOR_LAST_INNER_MAX elements follow the pooled axes (benchmarks/README.md, "Chain
+  # order", "Chain order and padded blocks")
   pooled = sum(not t.identity for t in taps)
   chained = p.backward == "chain_scatter" or p.indices == "chain"
-  if chained and pooled >= 2 and (inner == 1 or all(map(reads_no_padding, taps))):
+  if chained and pooled >= 2 and (inner == 1 or (0 < inner <= MINOR_LAST_INNER_MAX and all(
+      map(reads_no_padding, taps)))):
     return dataclasses.replace(p, order="minor_last")
   # blocks over 2+ axes with many elements after them: their first-match offsets by a
   # float32 min, which XLA:CPU reduces faster than int32 there, except for windows of
