@@ -1001,18 +1001,24 @@ def test_max_derivative_form_by_outputs_and_window(name, shape, pool, backward, 
                              rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("shape, window, stride, pad, ceil, kind", [
-    ((2, 20, 20, 3), (6, 6), 6, 2, False, "max"),      # padded, 36 elements
-    ((2, 16, 16, 64), (7, 7), 7, 0, True, "min"),      # ceil_mode overhang only
-    ((2, 20, 20, 3), (6, 6), 8, 2, False, "max"),      # gapped and padded
-    ((2, 9, 9, 9, 2), (4, 4, 4), 4, 1, False, "max"),  # 3-D
+@pytest.mark.parametrize("shape, window, stride, pad, ceil, kind, residual", [
+    ((2, 20, 20, 32), (6, 6), 6, 2, False, "max", "f32"),      # padded, 36 elements
+    ((2, 16, 16, 64), (7, 7), 7, 0, True, "min", "f32"),       # ceil_mode overhang only
+    ((2, 20, 20, 3), (6, 6), 8, 2, False, "max", "int32"),     # gapped, 3 channels
+    ((2, 9, 9, 9, 2), (4, 4, 4), 4, 1, False, "max", "int32"),  # 3-D, 2 channels
+    ((2, 9, 9, 32), (4, 4), 5, 1, False, "max", "f32"),        # 16 elements
+    ((2, 15, 15, 32), (2, 2), 2, 0, True, "min", "f32"),       # ceil_mode, 4 elements
+    ((2, 30, 64), (40,), 40, 5, False, "max", "int32"),        # 1-D
 ])
-def test_padded_large_blocks_route_back_by_blocks(shape, window, stride, pad, ceil, kind):
-  """Non-overlapping windows of more than ``JOINT_MAX`` elements that read padding (or a
-  ``ceil_mode`` overhang) take the block derivative with float32 offsets on a lone CPU
-  device: the chain they took before was up to 1.6x slower (benchmarks/README.md, "Chain
-  order and padded blocks"). Values, indices and gradient against the reference, on
-  ties and NaN."""
+def test_padded_blocks_route_back_by_blocks(shape, window, stride, pad, ceil, kind,
+                                            residual):
+  """Non-overlapping windows that read padding (or a ``ceil_mode`` overhang) take the
+  block derivative on a lone CPU device (windows over ``JOINT_MAX`` elements took the
+  chain, up to 1.9x slower), its offsets as float32 over 2+ axes with at least
+  ``F32_OFFSETS_INNER_MIN`` elements after them at every window size (int32 took up to
+  1.7x; fewer channels and 1-D windows keep int32: benchmarks/README.md, "Chain order
+  and padded blocks"). Values, indices and gradient against the reference, on ties and
+  NaN."""
   rng = np.random.default_rng(0)
   x = ties(rng, shape)
   x.flat[rng.choice(x.size, 5, replace=False)] = np.nan
@@ -1028,7 +1034,8 @@ def test_padded_large_blocks_route_back_by_blocks(shape, window, stride, pad, ce
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(planner, "plans", spy)
     v, vjp = jax.vjp(pool, _on_cpu(x))
-  assert [(p.residual, p.backward) for p in seen] == [("match_blocks_f32", "block")], seen
+  want_residual = "match_blocks_f32" if residual == "f32" else "match_blocks"
+  assert [(p.residual, p.backward) for p in seen] == [(want_residual, "block")], seen
   first = from_layout(x, "channels_last")
   want, idx = ref.max_pool_with_indices(first, window, stride, pad, 1, ceil, kind=kind)
   np.testing.assert_array_equal(from_layout(v, "channels_last"), want)

@@ -445,10 +445,12 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   # blocks over 2+ axes with many elements after them: their first-match offsets by a
   # float32 min, which XLA:CPU reduces faster than int32 there, except for windows of
   # 10-100 elements (4x4, 8x8), over one axis or a short minor run (benchmarks/README.md,
-  # "Unpool's in-window check, and blocks' offsets as float32")
+  # "Unpool's in-window check, and blocks' offsets as float32"); padded blocks at every
+  # window size (benchmarks/README.md, "Chain order and padded blocks")
   size = math.prod(t.window for t in taps)
+  padded = not all(map(unpadded, taps))
   if (p.residual == "match_blocks" and pooled >= 2 and inner >= F32_OFFSETS_INNER_MIN
-      and not SMALL < size < F32_OFFSETS_LARGE_MIN):
+      and (padded or not SMALL < size < F32_OFFSETS_LARGE_MIN)):
     return dataclasses.replace(p, residual="match_blocks_f32")
   return p
 
@@ -525,9 +527,8 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
   its window's first max on the reshape view (``block``): joint ones always; larger
   unpadded ones for 16-bit input, or with at most ``BLOCK_BACK_INNER_MAX`` elements
   after the pooled axes (with more, the chain's indices and a scatter-add measured
-  faster); larger padded ones (``ceil_mode`` overhang included) always, their offsets
-  as float32 (the chain took up to 1.6x, int32 offsets up to 1.3x: benchmarks/README.md,
-  "Chain order and padded blocks")."""
+  faster); larger padded ones (``ceil_mode`` overhang included) always (the chain took
+  up to 1.9x: benchmarks/README.md, "Chain order and padded blocks")."""
   if joint(taps):
     if blocked(taps):
       return "match_blocks", "block"
@@ -543,7 +544,7 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
   if _dense_blocks(taps) and (sixteen or 0 < inner <= BLOCK_BACK_INNER_MAX):
     return "match_blocks", "block"
   if all(t.regular for t in taps) and blocked(taps) and not all(map(unpadded, taps)):
-    return "match_blocks_f32", "block"
+    return "match_blocks", "block"
   if _chain_scatters(taps) and address == "flat":
     return "input", "chain_scatter"
   return "input", "chain"
