@@ -1065,18 +1065,25 @@ def _largest_pad(fn, x) -> int:
     ((2, 12, 14, 13, 2), (5, 5, 5), 2, 2, False),
 ])
 def test_padded_chain_axes_read_by_segments(shape, window, stride, pad, ceil):
-  """A chain axis whose windows read padding is read per border and interior segment
-  (``axis_form`` ``"tiles"``): only the few border rows are padded, never a padded copy
-  of the input (which XLA:CPU wrote, then read twice, for the chain's max and its first
-  match: indices 15x15/11 p6 took 1.7x, benchmarks/README.md, "Padded chain axes by
-  segments"). Values, indices and gradient against the reference, on ties and NaN."""
+  """On CPU, a chain's flat index reads each axis whose windows read padding per border
+  and interior segment (``Plan.segments``, ``axis_form`` ``"tiles"``): only the few
+  border rows are padded, never a padded copy of the input (which XLA:CPU wrote, then
+  read twice, for the chain's max and its first match: indices 15x15/11 p6 took 1.7x,
+  benchmarks/README.md, "Padded chain axes by segments"). Other backends keep the
+  slices (not measured there). Values, indices and gradient against the reference, on
+  ties and NaN."""
   rng = np.random.default_rng(0)
   x = ties(rng, shape)
   x.flat[rng.choice(x.size, 4, replace=False)] = np.nan
   kw = dict(window_shape=window, strides=stride, padding=pad, ceil_mode=ceil)
   _, taps = geo.window_geometry("max_pool", shape, window, stride, pad, 1, ceil,
                                 "channels_last")
-  assert {planner.axis_form(t) for t in taps} == {"tiles"}
+  assert {planner.axis_form(t, None, True) for t in taps} == {"tiles"}
+  assert {planner.axis_form(t) for t in taps} == {"slices"}
+  for platform, segments in (("cpu", True), ("gpu", False), ("accelerator", False)):
+    p = planner.plan("indices", taps, np.float32, planner.Target(platform, True),
+                     size=x.size, inner=shape[-1])
+    assert p.indices == "chain" and p.segments == segments, (platform, p)
 
   def pool(u):
     return jaxpool.max_pool_with_indices(u, **kw)

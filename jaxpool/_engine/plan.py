@@ -138,6 +138,11 @@ class Plan:
       flat index among the matches (the same first max). Where the last pooled axis is
       the array's minor one (channels_first), reducing it last strides over the
       already-pooled array instead of the input.
+    segments: a chain's flat index reads each axis whose windows read padding per
+      border and interior segment (:func:`axis_form` ``"tiles"``,
+      :func:`jaxpool._engine.views.by_segments`) instead of slicing a padded copy of the
+      input, which XLA:CPU writes in full where two fusions read it (the axis's max and
+      its first match).
   """
 
   values: str | None = None
@@ -152,6 +157,7 @@ class Plan:
   unfold: bool = False
   fold: str | None = None
   order: str | None = None
+  segments: bool = False
 
   def __post_init__(self):
     for name, forms in (("values", VALUES), ("residual", RESIDUALS), ("backward", BACKWARDS),
@@ -260,20 +266,21 @@ def whole(t: AxisTaps) -> bool:
   return t.window == t.size and unpadded(t)
 
 
-def axis_form(t: AxisTaps, bins: str | None = None) -> str:
+def axis_form(t: AxisTaps, bins: str | None = None, segmented: bool = False) -> str:
   """How one axis of a chain views its windows: a reshape (non-overlapping), one slice
   per offset (up to ``UNROLL_MAX``: on XLA:CPU the slices beat the gather 2-14x at every
   width measured, benchmarks/README.md, "The max derivative off the sweep's shapes"),
-  the slices per border and interior segment where the windows read padding
-  (``"tiles"``, within ``TILED_MAX`` slices: a padded copy of the input cost up to 3x
-  the slices, benchmarks/README.md, "Padded chain axes by segments"),
+  with ``segmented`` the slices per border and interior segment where the windows read
+  padding (``"tiles"``, within ``TILED_MAX`` slices: on XLA:CPU a padded copy of the
+  input cost up to 3x the slices, benchmarks/README.md, "Padded chain axes by
+  segments"),
   one slice per bin offset of a period of adaptive bins (``bins="periods"`` and
   :func:`period` finds one), one static take per bin offset (``bins="takes"``: adaptive
   bins up to ``TAKES_MAX`` wide), or a static gather."""
   if t.regular and t.dilation == 1 and t.stride >= t.window:
     return "reshape"
   if t.regular and t.window <= UNROLL_MAX:
-    parts = len(segments(t))
+    parts = len(segments(t)) if segmented else 1
     return "tiles" if 1 < parts and parts * t.window <= TILED_MAX else "slices"
   if bins == "takes" and _takes(t):
     return "takes"
@@ -439,6 +446,8 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   # order", "Chain order and padded blocks")
   pooled = sum(not t.identity for t in taps)
   chained = p.backward == "chain_scatter" or p.indices == "chain"
+  if chained and any(axis_form(t, routing(p.bins), True) == "tiles" for t in taps):
+    p = dataclasses.replace(p, segments=True)
   if chained and pooled >= 2 and (inner == 1 or (0 < inner <= MINOR_LAST_INNER_MAX and all(
       map(reads_no_padding, taps)))):
     return dataclasses.replace(p, order="minor_last")
@@ -710,6 +719,8 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "fold is a max/min form"
   if p.order and not (p.backward == "chain_scatter" or p.indices == "chain"):
     return "order is the order of a chain's flat index (chain_scatter or chain indices)"
+  if p.segments and not (p.backward == "chain_scatter" or p.indices == "chain"):
+    return "segments is a view of a chain's flat index (chain_scatter or chain indices)"
   if op == "sum":
     if p.backward not in (None, "jax", "planes"):
       return f"backward={p.backward!r} is a max/min form"
@@ -785,6 +796,9 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
     swaps += [{"order": o} for o in (None, *ORDERS)]
     swaps += [{"residual": "input", "backward": "chain_scatter", "address": "flat",
                "order": o} for o in ORDERS]
+    swaps += [{"segments": not base.segments},
+              {"residual": "input", "backward": "chain_scatter", "address": "flat",
+               "segments": True}]
   for swap in swaps:
     p = dataclasses.replace(base, **swap)
     if valid(p, op, taps) is None and p not in found:

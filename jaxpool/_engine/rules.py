@@ -136,7 +136,8 @@ def _select_backward(x, operands, y, axes, taps, kind, p):
     return functools.partial(chain_back, x, axes, taps, kind, fence=p.fence, bins=p.bins,
                              fold=p.fold)
   if p.backward == "chain_scatter":
-    idx = chain_flat_index(x, axes, taps, kind, y.shape, p.fence, p.bins, p.fold, p.order)
+    idx = chain_flat_index(x, axes, taps, kind, y.shape, p.fence, p.bins, p.fold, p.order,
+                           p.segments)
     return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
                              address=p.address)
   w = Windows(x.ndim, axes, taps)
@@ -214,7 +215,7 @@ def _with_indices(x, axes, taps, spatial, p: Plan):
   xs = lax.stop_gradient(x)
   if p.indices == "chain":
     return values, chain_flat_index(xs, axes, taps, "max", values.shape, p.fence, p.bins,
-                                    p.fold, p.order)
+                                    p.fold, p.order, p.segments)
   w = Windows(x.ndim, axes, taps)
   if p.indices == "block_match":
     return values, block_first_index(xs, w, lax.stop_gradient(values), spatial)

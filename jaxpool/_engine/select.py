@@ -108,7 +108,7 @@ def _once(a: jax.Array, fence: bool) -> jax.Array:
 
 def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kind: str,
                  extras: Sequence[jax.Array], fence: bool = False,
-                 bins: str | None = None, fold: str | None = None
+                 bins: str | None = None, fold: str | None = None, segments: bool = False
                  ) -> tuple[jax.Array, list[jax.Array]]:
   """Max/min over the windows, and each of ``extras`` at the first-max position.
 
@@ -117,13 +117,14 @@ def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], ki
   memory once (:func:`~jaxpool._linear.computed_once`); fused, XLA:CPU recomputes an
   axis's max in every compare of the next axis's windows. ``bins``: the plan's view of
   adaptive bins (:func:`~jaxpool._engine.plan.axis_form`). ``fold``: float max/min
-  reduces as folds (:func:`~jaxpool._engine.values.reduce_axes`).
+  reduces as folds (:func:`~jaxpool._engine.values.reduce_axes`). ``segments``: padded
+  axes per segment (the plan's ``segments``).
   """
   extras = list(extras)
   for axis, t in reversed(list(zip(axes, taps))):
     if t.identity:
       continue
-    form = planner.axis_form(t, planner.routing(bins))
+    form = planner.axis_form(t, planner.routing(bins), segments)
     y = _once(reduce_axis(x, axis, t, kind, form, fold), fence)
     off = _first_match_axis(x, y, axis, t, kind, form)
     extras = [_once(_select_axis(e, off, axis, t, form), fence) for e in extras]
@@ -309,20 +310,20 @@ def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
 
 def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False,
                      bins: str | None = None, fold: str | None = None,
-                     order: str | None = None) -> jax.Array:
+                     order: str | None = None, segments: bool = False) -> jax.Array:
   """int32 flat spatial index of each window's first max (min), by :func:`select_chain`
   (``order=None``), or with the last pooled axis reduced last (``"minor_last"``), each
   axis keeping the least flat index among its matches (:func:`_least_index_axis`)."""
   spatial = tuple(t.size for t in taps)
   idx = iota(x.ndim, axes, spatial)
   if order is None:
-    _, (idx,) = select_chain(x, axes, taps, kind, [idx], fence, bins, fold)
+    _, (idx,) = select_chain(x, axes, taps, kind, [idx], fence, bins, fold, segments)
   else:
     steps = list(zip(axes, taps))
     for axis, t in [*reversed(steps[:-1]), steps[-1]]:
       if t.identity:
         continue
-      form = planner.axis_form(t, planner.routing(bins))
+      form = planner.axis_form(t, planner.routing(bins), segments)
       y = _once(reduce_axis(x, axis, t, kind, form, fold), fence)
       idx = _once(_least_index_axis(x, y, idx, axis, t, kind, form), fence)
       x = y
@@ -371,7 +372,7 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
     if t.identity:
       continue
     form = planner.axis_form(t, planner.routing(bins))
-    if form in ("slices", "tiles"):
+    if form == "slices":
       # reduce_window and the offsets' forms are computed once; a max over slices
       # would be fused into, and recomputed by, every consumer
       y = reduce_window(x, (axis,), (t,), kind, fold)
@@ -382,7 +383,7 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
     steps.append((axis, t, form, x, off))
     x = y
   for axis, t, form, xa, off in reversed(steps):
-    if form in ("slices", "tiles"):
+    if form == "slices":
       g = planes_back(Windows(g.ndim, (axis,), (t,)), g, off)
     else:
       g = transpose(functools.partial(_select_axis, off=off, axis=axis, t=t, form=form),
