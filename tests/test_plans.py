@@ -71,6 +71,17 @@ def _routed(x, g, idx):
   return dx.reshape(x.shape)
 
 
+def _routed_last(x, g, idx):
+  """:func:`_routed` for channels_last ``x`` and ``g``, channels_first result: each
+  window's ``g`` summed at the channels_first flat spatial index ``idx``."""
+  first = from_layout(x, "channels_last")
+  planes, n = x.shape[0] * x.shape[-1], math.prod(first.shape[2:])
+  dx = np.zeros((planes, n))
+  np.add.at(dx, (np.arange(planes)[:, None], idx.reshape(planes, -1)),
+            from_layout(g, "channels_last").reshape(planes, -1))
+  return dx.reshape(first.shape)
+
+
 def _plan_ids(plans):
   return [",".join(f"{k}={v}" for k, v in vars(p).items() if v not in (None, False))
           for p in plans]
@@ -993,11 +1004,7 @@ def test_max_derivative_form_by_outputs_and_window(name, shape, pool, backward, 
   np.testing.assert_array_equal(from_layout(i, "channels_last"), idx)
   g = randn(np.random.default_rng(1), v.shape)
   dx = jax.vjp(lambda u: pool(u)[0], _on_cpu(x))[1](g)[0]
-  planes, n = x.shape[0] * x.shape[-1], math.prod(first.shape[2:])
-  want_dx = np.zeros((planes, n))
-  np.add.at(want_dx, (np.arange(planes)[:, None], idx.reshape(planes, -1)),
-            from_layout(g, "channels_last").reshape(planes, -1))
-  np.testing.assert_allclose(from_layout(dx, "channels_last"), want_dx.reshape(first.shape),
+  np.testing.assert_allclose(from_layout(dx, "channels_last"), _routed_last(x, g, idx),
                              rtol=1e-6, atol=1e-6)
 
 
@@ -1040,12 +1047,8 @@ def test_padded_blocks_route_back_by_blocks(shape, window, stride, pad, ceil, ki
   want, idx = ref.max_pool_with_indices(first, window, stride, pad, 1, ceil, kind=kind)
   np.testing.assert_array_equal(from_layout(v, "channels_last"), want)
   g = randn(rng, v.shape)
-  planes, n = x.shape[0] * x.shape[-1], math.prod(first.shape[2:])
-  want_dx = np.zeros((planes, n))
-  np.add.at(want_dx, (np.arange(planes)[:, None], idx.reshape(planes, -1)),
-            from_layout(g, "channels_last").reshape(planes, -1))
   np.testing.assert_allclose(from_layout(vjp(g)[0], "channels_last"),
-                             want_dx.reshape(first.shape), rtol=1e-6, atol=1e-6)
+                             _routed_last(x, g, idx), rtol=1e-6, atol=1e-6)
   if kind == "max":
     _, i = jax.jit(lambda u: jaxpool.max_pool_with_indices(u, **kw))(_on_cpu(x))
     np.testing.assert_array_equal(from_layout(i, "channels_last"), idx)
@@ -1095,12 +1098,8 @@ def test_padded_chain_axes_read_by_segments(shape, window, stride, pad, ceil):
   np.testing.assert_array_equal(from_layout(v, "channels_last"), want)
   np.testing.assert_array_equal(from_layout(i, "channels_last"), idx)
   g = randn(rng, v.shape)
-  planes, n = x.shape[0] * x.shape[-1], math.prod(first.shape[2:])
-  want_dx = np.zeros((planes, n))
-  np.add.at(want_dx, (np.arange(planes)[:, None], idx.reshape(planes, -1)),
-            from_layout(g, "channels_last").reshape(planes, -1))
   dx = vjp((g, np.zeros(i.shape, jax.dtypes.float0)))[0]
-  np.testing.assert_allclose(from_layout(dx, "channels_last"), want_dx.reshape(first.shape),
+  np.testing.assert_allclose(from_layout(dx, "channels_last"), _routed_last(x, g, idx),
                              rtol=1e-6, atol=1e-6)
 
 

@@ -536,8 +536,8 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
   its window's first max on the reshape view (``block``): joint ones always; larger
   unpadded ones for 16-bit input, or with at most ``BLOCK_BACK_INNER_MAX`` elements
   after the pooled axes (with more, the chain's indices and a scatter-add measured
-  faster); larger padded ones (``ceil_mode`` overhang included) always (the chain took
-  up to 1.9x: benchmarks/README.md, "Chain order and padded blocks")."""
+  faster); larger padded ones (``ceil_mode`` overhang included) on a lone device (the
+  chain took up to 1.9x there: benchmarks/README.md, "Chain order and padded blocks")."""
   if joint(taps):
     if blocked(taps):
       return "match_blocks", "block"
@@ -552,8 +552,9 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
     return residual, "planes"
   if _dense_blocks(taps) and (sixteen or 0 < inner <= BLOCK_BACK_INNER_MAX):
     return "match_blocks", "block"
-  if all(t.regular for t in taps) and blocked(taps) and not all(map(unpadded, taps)):
-    return "match_blocks", "block"
+  if (address == "flat" and all(t.regular for t in taps) and blocked(taps)
+      and not all(map(unpadded, taps))):
+    return "match_blocks", "block"  # measured on a lone CPU device only
   if _chain_scatters(taps) and address == "flat":
     return "input", "chain_scatter"
   return "input", "chain"
