@@ -255,16 +255,15 @@ def tiled(x, axes: Sequence[int], taps: Sequence[AxisTaps], fn) -> jax.Array:
   interior reads ``x`` itself (XLA:CPU emits a per-element branch for every padded
   read).
   """
-  parts_per_axis = [segments(t) for t in taps]
+  listed = isinstance(x, list)
 
-  def build(i, xc, cur):
+  def build(i, xs, cur):
     if i == len(axes):
-      return fn(xc, tuple(cur))
-    parts = [build(i + 1, _slice_all(xc, lo, hi, axes[i]), cur + [st])
-             for lo, hi, st in parts_per_axis[i]]
-    return parts[0] if len(parts) == 1 else lax.concatenate(parts, axes[i])
+      return fn(xs if listed else xs[0], tuple(cur))
+    return by_segments(axes[i], taps[i], lambda ins, outs, st: build(i + 1, ins, cur + [st]),
+                       xs)
 
-  return build(0, x, [])
+  return build(0, x if listed else [x], [])
 
 
 def by_segments(axis: int, t: AxisTaps, fn, inputs: Sequence[jax.Array],
@@ -284,12 +283,6 @@ def by_segments(axis: int, t: AxisTaps, fn, inputs: Sequence[jax.Array],
     parts.append(fn(ins, outs, st))
     o += st.out
   return parts[0] if len(parts) == 1 else lax.concatenate(parts, axis)
-
-
-def _slice_all(x, lo: int, hi: int, axis: int):
-  if isinstance(x, list):
-    return [lax.slice_in_dim(v, lo, hi, axis=axis) for v in x]
-  return lax.slice_in_dim(x, lo, hi, axis=axis)
 
 
 def interleave(planes: dict, g: jax.Array, axes: Sequence[int],
