@@ -16,7 +16,7 @@ import pytest
 import reference as ref
 from jax import export
 from jax.test_util import check_grads
-from util import from_layout, randn, ties
+from util import from_layout, randn, ties, to_layout
 
 import jaxpool
 from jaxpool import _geometry as geo
@@ -1394,3 +1394,80 @@ def test_max_values_by_takes_keep_the_first_max_and_nan(rng, size, out):
                              rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(jaxpool.adaptive_max_pool(x, out, data_format="channels_first"),
                                 want)
+
+
+
+@pytest.mark.parametrize("shape, op, window, stride, ceil", [
+    ((2, 48, 48, 8), "avg", (5, 5), 5, False),   # the windows read 45 of 48
+    ((2, 48, 48, 8), "avg", (5, 5), 3, False),   # 47 of 48
+    ((3, 15, 15, 8), "max", (4, 4), 5, True),    # 14 of 15
+    ((2, 64, 8), "min", (6,), 4, False),         # 62 of 64
+])
+def test_tiles_read_the_input_uncropped(shape, op, window, stride, ceil):
+  """Where the windows stop short of the input's end, the tiled slices read the input
+  itself, not a crop of it: XLA:CPU copies a crop before reading it once per window
+  offset (avg 5x5/5 on 48: 1.6 ms against 0.4, benchmarks/README.md, "Strided sums").
+  The forward program's temp memory stays a fraction of the input (the crop took 0.88x
+  of it and more); values against the reference."""
+  x = randn(np.random.default_rng(0), shape)
+
+  def pool(v):
+    return getattr(jaxpool, f"{op}_pool")(v, window, stride, ceil_mode=ceil)
+
+  _, taps = geo.window_geometry("max_pool", shape, window, stride, 0, 1, ceil,
+                                "channels_last")
+  kind = "sum" if op == "avg" else "max"
+  assert planner.values_form(taps, kind, shape[-1]) == "tiles"
+  assert any((t.out - 1) * t.stride + t.span < t.size for t in taps)
+  compiled = jax.jit(pool).lower(_on_cpu(x)).compile()
+  assert compiled.memory_analysis().temp_size_in_bytes < x.nbytes // 4
+  want = getattr(ref, f"{op}_pool")(from_layout(x, "channels_last"), window, stride,
+                                     ceil_mode=ceil)
+  np.testing.assert_allclose(from_layout(pool(x), "channels_last"), want, rtol=1e-5,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, window, stride, backward", [
+    ((2, 20, 20, 3), (3, 3), 2, "jax"),        # SMALL or fewer elements: the transpose
+    ((2, 20, 20, 3), (2, 2), 2, "jax"),
+    ((2, 20, 20, 3), (4, 4), 4, "planes"),     # larger tiled slices: the phase planes
+    ((2, 20, 20, 3), (5, 5), 3, "planes"),
+    ((2, 64, 3), (16,), 8, "planes"),
+    ((2, 200, 3), (40,), 20, "planes"),        # a 1-D reduce_window: the planes
+    ((2, 20, 20, 3), (9, 9), 4, "jax"),        # one reduce_window per axis over 2 axes
+    ((2, 12, 12, 12, 3), (4, 4, 4), 2, "jax"),
+    ((2, 20, 20, 3), (10, 10), 10, "jax"),     # blocks: a broadcast
+])
+def test_strided_sums_route_back_by_planes_past_small_tiles(shape, window, stride, backward):
+  """On CPU, an unpadded strided sum's derivative is JAX's transpose of its values form
+  only where that measured faster: windows of at most ``SMALL`` elements, blocks, and one
+  ``reduce_window`` per axis over 2+ axes. Larger tiled slices and 1-D ``reduce_window``
+  route back by the phase planes (the transpose took 3-30x: avg 4x4/4 11.7 ms against
+  1.7, benchmarks/README.md, "Strided sums"). GPU and TPU keep the transpose. Values and
+  gradient against the reference."""
+  _, taps = geo.window_geometry("avg_pool", shape, window, stride, 0, 1, False,
+                                "channels_last")
+  cpu = planner.plan("sum", taps, np.float32, planner.Target("cpu", True), inner=shape[-1])
+  assert cpu.backward == backward, cpu
+  for platform in ("gpu", "accelerator"):
+    assert planner.plan("sum", taps, np.float32, planner.Target(platform, True),
+                        inner=shape[-1]).backward == "jax"
+  rng = np.random.default_rng(0)
+  x = randn(rng, shape)
+
+  def pool(v):
+    return jaxpool.avg_pool(v, window, stride)
+
+  y, vjp = jax.vjp(pool, _on_cpu(x))
+  want = ref.avg_pool(from_layout(x, "channels_last"), window, stride)
+  np.testing.assert_allclose(from_layout(y, "channels_last"), want, rtol=1e-5, atol=1e-6)
+  g = randn(rng, y.shape)
+  (dx,) = vjp(g)
+  np.testing.assert_allclose(np.vdot(dx, x), np.vdot(g, np.asarray(y)), rtol=1e-4)
+  for k in (0, 7, x.size - 1):  # entrywise: one input at a time through the reference
+    e = np.zeros(x.shape, np.float32)
+    e.flat[k] = 1.0
+    probe = to_layout(ref.avg_pool(from_layout(e, "channels_last"), window, stride),
+                      "channels_last")
+    np.testing.assert_allclose(np.asarray(dx).flat[k], np.vdot(g, probe), rtol=1e-5,
+                               atol=1e-6)

@@ -207,7 +207,9 @@ def segments(t: AxisTaps) -> list[tuple[int, int, AxisTaps]]:
 
   Each segment is ``(lo, hi, taps)``: the input range ``[lo, hi)`` its windows read and
   the taps of the segment as a pooling of that range. The interior's windows lie wholly
-  inside the input, so its taps have no padding at all.
+  inside the input, so its taps have no padding at all. The last segment's range runs
+  to the input's end even where its windows stop short of it (a crop there is a copy
+  on XLA:CPU, benchmarks/README.md, "Strided sums").
   """
   s, p, span = t.stride, t.pad_lo, t.span
   a = min(-(-p // s), t.out)                                   # first unpadded output
@@ -217,7 +219,7 @@ def segments(t: AxisTaps) -> list[tuple[int, int, AxisTaps]]:
   for o0, o1 in ((0, a), (a, b), (b, t.out)):
     if o1 > o0:
       lo = min(max(0, o0 * s - p), t.size)
-      hi = max(lo, min(t.size, (o1 - 1) * s - p + span))
+      hi = t.size if o1 == t.out else max(lo, min(t.size, (o1 - 1) * s - p + span))
       parts.append((lo, hi, AxisTaps(hi - lo, o1 - o0, t.window, s, t.dilation,
                                      max(0, p - o0 * s))))
   return parts
@@ -481,7 +483,7 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # time (the fence's conditional prevents that too)
     # adaptive bins as static takes per offset, their transpose takes of the cotangent
     # (benchmarks/README.md, "Adaptive bin sums as takes")
-    return Plan(values=values, backward=_sum_backward(taps),
+    return Plan(values=values, backward=_sum_backward(taps, values),
                 bins="takes" if any(map(_takes, taps)) else None,
                 fence=mapped and target.lone,
                 unfold=target.lone and not mapped and not _dense_blocks(taps))
@@ -518,12 +520,21 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   return dataclasses.replace(select, indices=indices)
 
 
-def _sum_backward(taps) -> str:
+def _sum_backward(taps, values: str | None = None) -> str:
   """A sum's derivative: the phase planes for regular windows (a sum of pads of the
   cotangent), except strided unpadded ones (``"jax"``: the transpose of the values form,
-  which XLA fuses into one pass there)."""
+  which XLA fuses into one pass there). With the CPU ``values`` form given, the
+  transpose only where it measured faster: windows of at most ``SMALL`` elements, blocks
+  (a broadcast) and one ``reduce_window`` per axis over 2+ axes. The transpose of larger
+  tiled slices (one pad per slice) took 3-14x the planes, that of a 1-D ``reduce_window``
+  up to 30x (benchmarks/README.md, "Strided sums")."""
   strided = all(t.stride > 1 and unpadded(t) for t in taps if not t.identity)
-  return "planes" if all(t.regular for t in taps) and not strided else "jax"
+  if not all(t.regular for t in taps) or not strided:
+    return "planes" if all(t.regular for t in taps) else "jax"
+  pooled = [t for t in taps if not t.identity]
+  if values is None or math.prod(t.window for t in pooled) <= SMALL or values == "blocks":
+    return "jax"
+  return "jax" if values == "axes" and len(pooled) >= 2 else "planes"
 
 
 def _dense_blocks(taps) -> bool:

@@ -46,12 +46,14 @@ def expand(a: np.ndarray, ndim: int, axis: int, n: int) -> np.ndarray:
 
 def pad(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], fill,
         whole_blocks: bool = False) -> jax.Array:
-  """``x`` padded (or cropped) with ``fill`` to what its windows read: up to the last
-  window's end, or to ``out * stride`` for the reshape view."""
+  """``x`` padded with ``fill`` to what its windows read: past the last window's end
+  (never cropped there: slices read within it, and XLA:CPU copies a crop before
+  reading it many times), or cropped to ``out * stride`` for the reshape view."""
   config = [(0, 0, 0)] * x.ndim
   for a, t in zip(axes, taps):
     length = t.out * t.stride if whole_blocks else (t.out - 1) * t.stride + t.span
-    config[a] = (t.pad_lo, length - t.size - t.pad_lo, 0)
+    hi = length - t.size - t.pad_lo
+    config[a] = (t.pad_lo, hi if whole_blocks else max(hi, 0), 0)
   if all(c == (0, 0, 0) for c in config):
     return x
   return lax.pad(x, np.asarray(fill).astype(x.dtype), config)
