@@ -1471,3 +1471,49 @@ def test_strided_sums_route_back_by_planes_past_small_tiles(shape, window, strid
                       "channels_last")
     np.testing.assert_allclose(np.asarray(dx).flat[k], np.vdot(g, probe), rtol=1e-5,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, window, stride, residual, backward", [
+    ((2, 11, 11, 3), (3, 3), 1, "match_slices", "planes"),   # 9 offsets: not stacked
+    ((2, 40, 3), (9,), 1, "match_slices", "planes"),
+    ((2, 11, 11, 3), (3, 3), 2, "first_max", "scatter"),     # the scatter's flat index
+    ((2, 40, 3), (12,), 2, "first_max", "scatter"),
+])
+def test_max_offsets_are_computed_once_on_a_lone_cpu(shape, window, stride, residual,
+                                                     backward):
+  """On a lone CPU device the max derivative's offsets are computed into memory once
+  (``Plan.fence``) where fused, XLA:CPU recomputed them: a scatter-add's flat index
+  (recomputed inside the serial scatter loop) and the phase planes' offsets of unpadded
+  9-element windows, as a select chain (stacked, XLA:CPU split the 9 matches into one
+  fusion each, each recomputing the max: 3x3/1 took 2.3-5.5x, benchmarks/README.md,
+  "Offsets computed once"). Several devices keep the unfenced plan (``match_stacked``
+  for the planes). The compiled gradient has the fence's conditional and no stacked
+  matches; values and gradient against the reference, on ties and NaN."""
+  rng = np.random.default_rng(0)
+  x = ties(rng, shape)
+  x.flat[rng.choice(x.size, 3, replace=False)] = np.nan
+  _, taps = geo.window_geometry("max_pool", shape, window, stride, 0, 1, False,
+                                "channels_last")
+  lone = planner.plan("max", taps, np.float32, planner.Target("cpu", True), size=x.size,
+                      inner=shape[-1])
+  assert (lone.residual, lone.backward, lone.fence) == (residual, backward, True), lone
+  spmd = planner.plan("max", taps, np.float32, planner.Target("cpu", False), size=x.size,
+                      inner=shape[-1])
+  assert (spmd.residual, spmd.backward, spmd.fence) == ("match_stacked", "planes", False)
+
+  def pool(v):
+    return jaxpool.max_pool(v, window, stride)
+
+  g = randn(rng, jax.eval_shape(pool, x).shape)
+
+  def vjp(v, w):
+    return jax.vjp(pool, v)[1](w)[0]
+
+  text = jax.jit(vjp).lower(_on_cpu(x), g).compile().as_text()
+  assert "conditional(" in text
+  assert not re.search(r"pred\[9,", text)  # no stacked matches
+  first = from_layout(x, "channels_last")
+  want, idx = ref.max_pool_with_indices(first, window, stride)
+  np.testing.assert_array_equal(from_layout(pool(_on_cpu(x)), "channels_last"), want)
+  np.testing.assert_allclose(from_layout(vjp(_on_cpu(x), g), "channels_last"),
+                             _routed_last(x, g, idx), rtol=1e-6, atol=1e-6)

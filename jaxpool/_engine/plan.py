@@ -31,6 +31,7 @@ from jaxpool._geometry import AxisTaps
 
 # Thresholds, each named once.
 SMALL = 9          # window elements always served by tiled slices (3x3 and below)
+STACKED_MAX = 8    # window offsets whose matches XLA:CPU fuses into one stacked reduce
 JOINT_MAX = 32     # window elements matched all offsets at once; larger: one axis at a time
 TILED_MAX = 128    # slices per tiled program (tiles x window elements): bounds compile time
 SEPARABLE_MAX = 5  # per-axis window of unpadded stride-1 windows served by separable slices
@@ -116,7 +117,11 @@ class Plan:
       offsets, instead of each axis's max being recomputed by every compare of the next
       axis (not for a chain that routes the cotangent onto more outputs than inputs:
       there the fenced results outweigh the recompute); the flat indices a scatter
-      reads (the ``match_real`` backward, unpool's ``scatter``). A lone CPU device
+      reads (the ``scatter`` backward, unpool's ``scatter``), instead of the compare
+      chain that makes them being recomputed inside the serial scatter loop; the
+      offsets the phase planes read, where the windows read no padding and the
+      residual is ``"match_slices"`` (a select chain; stacked, XLA:CPU splits 9 or more
+      offsets into one fusion per offset, each recomputing the max). A lone CPU device
       only: the fence reads one element of its key, which under SPMD partitioning
       would be a collective.
     unfold: a sum's cotangent multiplied by a one XLA cannot fold
@@ -502,7 +507,9 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
                       else None),
                 fence=target.lone and (residual == "input" and _chain_rereads(taps)
                                        and not (backward == "chain" and _upsamples(taps))
-                                       or residual == "match_real"))
+                                       or backward == "scatter"
+                                       or residual == "match_slices"
+                                       and all(map(unpadded, taps))))
   if op != "indices":
     return select
   if _dense_blocks(taps):
@@ -557,9 +564,13 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
     if _padded_scatters(taps) and address == "flat":
       return "match_real", "scatter"
     residual = offsets_form(taps)
-    if (residual == "match_stacked" and math.prod(t.window for t in taps) > SMALL
-        and all(t.stride == 1 for t in taps)):
+    size = math.prod(t.window for t in taps)
+    if residual == "match_stacked" and size > SMALL and all(t.stride == 1 for t in taps):
       residual = "first_max"  # 5x5/1: the stacked offsets' reduce took 6x the chain
+    elif residual == "match_stacked" and size > STACKED_MAX and address != "batched":
+      # 3x3/1: a select chain computed once (fenced on a lone device) took 0.18-0.44x
+      # the split stack (benchmarks/README.md, "Offsets computed once")
+      residual = "match_slices"
     return residual, "planes"
   if _dense_blocks(taps) and (sixteen or 0 < inner <= BLOCK_BACK_INNER_MAX):
     return "match_blocks", "block"

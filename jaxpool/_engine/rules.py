@@ -150,6 +150,8 @@ def _select_backward(x, operands, y, axes, taps, kind, p):
       idx = computed_once(idx, y)
     return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
                              address=p.address)
+  if p.fence:
+    off = computed_once(off, y)
   return functools.partial(planes_back, w, off=off)
 
 
