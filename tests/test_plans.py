@@ -1427,48 +1427,57 @@ def test_tiles_read_the_input_uncropped(shape, op, window, stride, ceil):
                              atol=1e-6)
 
 
-@pytest.mark.parametrize("shape, window, stride, backward", [
-    ((2, 20, 20, 3), (3, 3), 2, "jax"),        # SMALL or fewer elements: the transpose
-    ((2, 20, 20, 3), (2, 2), 2, "jax"),
-    ((2, 20, 20, 3), (4, 4), 4, "planes"),     # larger tiled slices: the phase planes
-    ((2, 20, 20, 3), (5, 5), 3, "planes"),
-    ((2, 64, 3), (16,), 8, "planes"),
-    ((2, 200, 3), (40,), 20, "planes"),        # a 1-D reduce_window: the planes
-    ((2, 20, 20, 3), (9, 9), 4, "jax"),        # one reduce_window per axis over 2 axes
-    ((2, 12, 12, 12, 3), (4, 4, 4), 2, "jax"),
-    ((2, 20, 20, 3), (10, 10), 10, "jax"),     # blocks: a broadcast
+@pytest.mark.parametrize("shape, window, stride, pad, backward", [
+    ((2, 20, 20, 3), (3, 3), 2, 0, "jax"),        # SMALL or fewer elements: the transpose
+    ((2, 20, 20, 3), (2, 2), 2, 0, "jax"),
+    ((2, 20, 20, 3), (10, 10), 10, 0, "jax"),     # blocks: a broadcast
+    ((2, 20, 20, 3), (4, 4), 4, 0, "planes"),     # larger tiled slices: the phase planes
+    ((2, 20, 20, 3), (4, 4), 2, 0, "planes"),
+    ((2, 64, 3), (16,), 8, 0, "planes"),
+    ((2, 200, 3), (40,), 20, 0, "planes"),        # a 1-D reduce_window: the planes
+    ((2, 20, 20, 3), (5, 5), 3, 0, "axis_planes"),  # over PLANES_MAX, 2+ axes: per axis
+    ((2, 40, 40, 3), (16, 16), 6, 0, "axis_planes"),
+    ((2, 20, 20, 3), (5, 5), 1, 2, "axis_planes"),
+    ((2, 12, 12, 12, 3), (3, 3, 3), 2, 1, "axis_planes"),
 ])
-def test_strided_sums_route_back_by_planes_past_small_tiles(shape, window, stride, backward):
-  """On CPU, an unpadded strided sum's derivative is JAX's transpose of its values form
-  only where that measured faster: windows of at most ``SMALL`` elements, blocks, and one
-  ``reduce_window`` per axis over 2+ axes. Larger tiled slices and 1-D ``reduce_window``
-  route back by the phase planes (the transpose took 3-30x: avg 4x4/4 11.7 ms against
-  1.7, benchmarks/README.md, "Strided sums"). GPU and TPU keep the transpose. Values and
-  gradient against the reference."""
-  _, taps = geo.window_geometry("avg_pool", shape, window, stride, 0, 1, False,
+def test_cpu_sums_route_back_by_the_measured_form(shape, window, stride, pad, backward):
+  """On CPU, a sum's derivative is JAX's transpose of its values form only where that
+  measured faster (unpadded strided windows of at most ``SMALL`` elements, and blocks:
+  a broadcast); the phase planes elsewhere, one axis at a time for overlapping or gapped
+  windows over 2+ axes of more than ``PLANES_MAX`` elements. The transpose of larger
+  tiled slices or of a 1-D ``reduce_window`` took 3-30x (avg 4x4/4 11.7 ms against 1.7),
+  that of one ``reduce_window`` per axis up to 16x, joint planes of large windows up to
+  5.6x (benchmarks/README.md, "Strided sums"). GPU and TPU keep their plans. Values and
+  gradient (count_include_pad=False divisors) against the reference."""
+  _, taps = geo.window_geometry("avg_pool", shape, window, stride, pad, 1, False,
                                 "channels_last")
   cpu = planner.plan("sum", taps, np.float32, planner.Target("cpu", True), inner=shape[-1])
   assert cpu.backward == backward, cpu
-  for platform in ("gpu", "accelerator"):
-    assert planner.plan("sum", taps, np.float32, planner.Target(platform, True),
-                        inner=shape[-1]).backward == "jax"
+  strided = pad == 0 and stride > 1
+  assert planner.plan("sum", taps, np.float32, planner.Target("accelerator", True),
+                      inner=shape[-1]).backward == "jax"
+  assert planner.plan("sum", taps, np.float32, planner.Target("gpu", True),
+                      inner=shape[-1]).backward == ("jax" if strided else "planes")
   rng = np.random.default_rng(0)
   x = randn(rng, shape)
 
   def pool(v):
-    return jaxpool.avg_pool(v, window, stride)
+    return jaxpool.avg_pool(v, window, stride, pad, count_include_pad=False)
+
+  def reference(v):
+    return ref.avg_pool(from_layout(v, "channels_last"), window, stride, pad,
+                        count_include_pad=False)
 
   y, vjp = jax.vjp(pool, _on_cpu(x))
-  want = ref.avg_pool(from_layout(x, "channels_last"), window, stride)
-  np.testing.assert_allclose(from_layout(y, "channels_last"), want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(from_layout(y, "channels_last"), reference(x), rtol=1e-5,
+                             atol=1e-6)
   g = randn(rng, y.shape)
   (dx,) = vjp(g)
   np.testing.assert_allclose(np.vdot(dx, x), np.vdot(g, np.asarray(y)), rtol=1e-4)
   for k in (0, 7, x.size - 1):  # entrywise: one input at a time through the reference
     e = np.zeros(x.shape, np.float32)
     e.flat[k] = 1.0
-    probe = to_layout(ref.avg_pool(from_layout(e, "channels_last"), window, stride),
-                      "channels_last")
+    probe = to_layout(reference(e), "channels_last")
     np.testing.assert_allclose(np.asarray(dx).flat[k], np.vdot(g, probe), rtol=1e-5,
                                atol=1e-6)
 

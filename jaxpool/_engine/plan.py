@@ -57,7 +57,7 @@ MINOR_LAST_INNER_MAX = 128  # elements after the pooled axes for a minor-last ch
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
 RESIDUALS = ("match_blocks", "match_blocks_f32", "match_stacked", "match_slices", "match_real",
              "first_max", "first_max_tiled", "input")
-BACKWARDS = ("jax", "block", "planes", "scatter", "chain", "chain_scatter")
+BACKWARDS = ("jax", "block", "planes", "axis_planes", "scatter", "chain", "chain_scatter")
 INDICES = ("block", "block_match", "match", "first_max", "first_max_tiled", "chain")
 UNPOOLS = ("scatter", "check_select", "select")
 BINS = ("gather", "periods", "takes")
@@ -87,9 +87,10 @@ class Plan:
       float32, exact below 2**24) or ``"input"`` (the chain recomputes them).
     backward: the derivative: ``"jax"`` (JAX's own rule for what ``values`` emits: no
       custom rule), ``"block"`` (a reshape's transpose), ``"planes"`` (stride-phase
-      planes of pads and selects), ``"scatter"`` (one scatter-add at the flat
-      indices), ``"chain"`` / ``"chain_scatter"`` (one axis at a time, or the chain's
-      flat indices and a scatter-add).
+      planes of pads and selects), ``"axis_planes"`` (a sum's phase planes one axis
+      at a time: its windows and divisor are products over the axes), ``"scatter"``
+      (one scatter-add at the flat indices), ``"chain"`` / ``"chain_scatter"`` (one
+      axis at a time, or the chain's flat indices and a scatter-add).
     indices: max indices: ``"block"`` (one variadic reduce with the values),
       ``"block_match"`` (non-overlapping windows: the values, then the least relative
       index among the positions that match them, folded over the window axes),
@@ -530,18 +531,28 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
 def _sum_backward(taps, values: str | None = None) -> str:
   """A sum's derivative: the phase planes for regular windows (a sum of pads of the
   cotangent), except strided unpadded ones (``"jax"``: the transpose of the values form,
-  which XLA fuses into one pass there). With the CPU ``values`` form given, the
-  transpose only where it measured faster: windows of at most ``SMALL`` elements, blocks
-  (a broadcast) and one ``reduce_window`` per axis over 2+ axes. The transpose of larger
-  tiled slices (one pad per slice) took 3-14x the planes, that of a 1-D ``reduce_window``
-  up to 30x (benchmarks/README.md, "Strided sums")."""
-  strided = all(t.stride > 1 and unpadded(t) for t in taps if not t.identity)
-  if not all(t.regular for t in taps) or not strided:
-    return "planes" if all(t.regular for t in taps) else "jax"
-  pooled = [t for t in taps if not t.identity]
-  if values is None or math.prod(t.window for t in pooled) <= SMALL or values == "blocks":
+  which XLA fuses into one pass there).
+
+  With the CPU ``values`` form given: the transpose of strided unpadded windows only
+  for windows of at most ``SMALL`` elements and blocks (a broadcast), and the planes one
+  axis at a time (``"axis_planes"``) for overlapping or gapped windows over 2+ axes of
+  more than ``PLANES_MAX`` elements (blocks have one tap per phase). The transpose of
+  larger tiled slices (one pad per slice) took 3-14x the planes, that of a 1-D
+  ``reduce_window`` up to 30x, and that of one ``reduce_window`` per axis 0.6-16x the
+  planes one axis at a time, erratically (avg 15x15/5 6.6x, 20x20/10 16x); joint planes
+  of large windows split into many small pieces (avg 16x16/6: 15 ms against 2.7 one
+  axis at a time; benchmarks/README.md, "Strided sums")."""
+  if not all(t.regular for t in taps):
     return "jax"
-  return "jax" if values == "axes" and len(pooled) >= 2 else "planes"
+  pooled = [t for t in taps if not t.identity]
+  strided = all(t.stride > 1 and unpadded(t) for t in pooled)
+  if values is None:
+    return "jax" if strided else "planes"
+  size = math.prod(t.window for t in pooled)
+  if strided and (size <= SMALL or values == "blocks"):
+    return "jax"
+  many = len(pooled) >= 2 and size > PLANES_MAX and not blocked(pooled)
+  return "axis_planes" if many else "planes"
 
 
 def _dense_blocks(taps) -> bool:
@@ -745,10 +756,10 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
   if p.segments and not (p.backward == "chain_scatter" or p.indices == "chain"):
     return "segments is a view of a chain's flat index (chain_scatter or chain indices)"
   if op == "sum":
-    if p.backward not in (None, "jax", "planes"):
+    if p.backward not in (None, "jax", "planes", "axis_planes"):
       return f"backward={p.backward!r} is a max/min form"
-    if p.backward == "planes" and not regular:
-      return "backward='planes' needs regular windows"
+    if p.backward in ("planes", "axis_planes") and not regular:
+      return f"backward={p.backward!r} needs regular windows"
     return None
   if p.backward in ("planes", "scatter") and p.residual in (None, "input"):
     return f"backward={p.backward!r} needs a residual of window offsets"
@@ -802,7 +813,8 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
               {"residual": "input", "backward": "chain", "fence": not base.fence},
               {"residual": "match_blocks", "backward": "block"}]
   if op == "sum":
-    swaps += [{"backward": "jax"}, {"backward": "planes"}, {"fence": not base.fence},
+    swaps += [{"backward": b} for b in ("jax", "planes", "axis_planes")]
+    swaps += [{"fence": not base.fence},
               {"unfold": not base.unfold}]
   if any(not t.regular for t in taps):
     swaps += [{"bins": b} for b in (None, *BINS)]

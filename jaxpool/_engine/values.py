@@ -271,6 +271,18 @@ def sum_transpose(g: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...
   return interleave(planes, g, axes, taps)
 
 
+def axis_sum_transpose(g: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
+                       rule) -> jax.Array:
+  """:func:`sum_transpose` one axis at a time, last axis first: the windows and the
+  divisor are both products over the axes, so the transpose is too."""
+  if rule is not None and rule[1] is not None:
+    g, rule = divide(g, int(rule[1])), None
+  for a, t in reversed(list(zip(axes, taps))):
+    if not t.identity:
+      g = sum_transpose(g, (a,), (t,), None if rule is None else (rule[0], None))
+  return g
+
+
 def _divided_sum(arrays, axes, taps) -> jax.Array:
   """Window sums of ``g / d`` for ``arrays = [g]`` or ``[g, d]`` (``d`` over ``g``'s grid).
 
