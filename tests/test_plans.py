@@ -1439,15 +1439,20 @@ def test_tiles_read_the_input_uncropped(shape, op, window, stride, ceil):
     ((2, 40, 40, 3), (16, 16), 6, 0, "axis_planes"),
     ((2, 20, 20, 3), (5, 5), 1, 2, "axis_planes"),
     ((2, 12, 12, 12, 3), (3, 3, 3), 2, 1, "axis_planes"),
+    ((2, 25, 25, 16), (12, 12), 11, 0, "jax"),    # reduce_window axes up to 13, 16+ after
+    ((2, 25, 25, 3), (12, 12), 11, 0, "axis_planes"),  # 3 channels after them
+    ((2, 40, 40, 16), (14, 14), 7, 0, "axis_planes"),  # wider than 13
 ])
 def test_cpu_sums_route_back_by_the_measured_form(shape, window, stride, pad, backward):
   """On CPU, a sum's derivative is JAX's transpose of its values form only where that
   measured faster (unpadded strided windows of at most ``SMALL`` elements, and blocks:
   a broadcast); the phase planes elsewhere, one axis at a time for overlapping or gapped
-  windows over 2+ axes of more than ``PLANES_MAX`` elements. The transpose of larger
-  tiled slices or of a 1-D ``reduce_window`` took 3-30x (avg 4x4/4 11.7 ms against 1.7),
-  that of one ``reduce_window`` per axis up to 16x, joint planes of large windows up to
-  5.6x (benchmarks/README.md, "Strided sums"). GPU and TPU keep their plans. Values and
+  windows over 2+ axes of more than ``PLANES_MAX`` elements; one ``reduce_window`` per
+  axis keeps its transpose up to ``TRANSPOSE_WINDOW_MAX`` per axis with at least
+  ``TRANSPOSE_INNER_MIN`` channels. The transpose of larger tiled slices or of a 1-D
+  ``reduce_window`` took 3-30x (avg 4x4/4 11.7 ms against 1.7), that of wider
+  ``reduce_window`` axes up to 16x, joint planes of large windows up to 5.6x
+  (benchmarks/README.md, "Strided sums"). GPU and TPU keep their plans. Values and
   gradient (count_include_pad=False divisors) against the reference."""
   _, taps = geo.window_geometry("avg_pool", shape, window, stride, pad, 1, False,
                                 "channels_last")

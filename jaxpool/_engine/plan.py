@@ -42,6 +42,8 @@ BLOCKS_INNER_MIN = 384  # elements after the pooled axes for max/min blocks at a
 BLOCK_BACK_INNER_MAX = 64  # elements after the pooled axes for float32 dense block derivatives
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
 PLANES_MAX = 16    # padded untiled window elements routed back by phase planes; more: scatter
+TRANSPOSE_WINDOW_MAX = 13  # per-axis window of a reduce_window sum whose transpose stays fast
+TRANSPOSE_INNER_MIN = 16   # elements after the pooled axes for that transpose
 CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
 CHAIN_WINDOW_MAX = 8  # per-axis regular window routed back by the chain; wider: scatter-add
 INT32_MAX = 2**31  # flat scatter positions must fit int32
@@ -489,7 +491,8 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # time (the fence's conditional prevents that too)
     # adaptive bins as static takes per offset, their transpose takes of the cotangent
     # (benchmarks/README.md, "Adaptive bin sums as takes")
-    return Plan(values=values, backward=_sum_backward(taps, values),
+    return Plan(values=values, backward=_sum_backward(
+                    taps, values, inner if len(regular) == len(taps) else 0),
                 bins="takes" if any(map(_takes, taps)) else None,
                 fence=mapped and target.lone,
                 unfold=target.lone and not mapped and not _dense_blocks(taps))
@@ -528,20 +531,23 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   return dataclasses.replace(select, indices=indices)
 
 
-def _sum_backward(taps, values: str | None = None) -> str:
+def _sum_backward(taps, values: str | None = None, inner: int = 0) -> str:
   """A sum's derivative: the phase planes for regular windows (a sum of pads of the
   cotangent), except strided unpadded ones (``"jax"``: the transpose of the values form,
   which XLA fuses into one pass there).
 
-  With the CPU ``values`` form given: the transpose of strided unpadded windows only
-  for windows of at most ``SMALL`` elements and blocks (a broadcast), and the planes one
+  With the CPU ``values`` form given (and ``inner``, the elements after the pooled
+  axes; 0: not known), the transpose of strided unpadded windows only where it measured
+  faster: windows of at most ``SMALL`` elements; blocks (a broadcast); one
+  ``reduce_window`` per axis over windows up to ``TRANSPOSE_WINDOW_MAX`` per axis with
+  at least ``TRANSPOSE_INNER_MIN`` elements after them. Elsewhere the phase planes, one
   axis at a time (``"axis_planes"``) for overlapping or gapped windows over 2+ axes of
   more than ``PLANES_MAX`` elements (blocks have one tap per phase). The transpose of
   larger tiled slices (one pad per slice) took 3-14x the planes, that of a 1-D
-  ``reduce_window`` up to 30x, and that of one ``reduce_window`` per axis 0.6-16x the
-  planes one axis at a time, erratically (avg 15x15/5 6.6x, 20x20/10 16x); joint planes
-  of large windows split into many small pieces (avg 16x16/6: 15 ms against 2.7 one
-  axis at a time; benchmarks/README.md, "Strided sums")."""
+  ``reduce_window`` up to 30x, that of wider ``reduce_window`` axes up to 16x (avg
+  20x20/10), 1.4-2.8x over channels_first or 3-channel input; joint planes of large
+  windows split into many small pieces (avg 16x16/6: 15 ms against 2.7 one axis at a
+  time; benchmarks/README.md, "Strided sums")."""
   if not all(t.regular for t in taps):
     return "jax"
   pooled = [t for t in taps if not t.identity]
@@ -550,6 +556,9 @@ def _sum_backward(taps, values: str | None = None) -> str:
     return "jax" if strided else "planes"
   size = math.prod(t.window for t in pooled)
   if strided and (size <= SMALL or values == "blocks"):
+    return "jax"
+  if (strided and values == "axes" and len(pooled) >= 2 and inner >= TRANSPOSE_INNER_MIN
+      and max(t.window for t in pooled) <= TRANSPOSE_WINDOW_MAX):
     return "jax"
   many = len(pooled) >= 2 and size > PLANES_MAX and not blocked(pooled)
   return "axis_planes" if many else "planes"

@@ -100,7 +100,7 @@ def sum_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
       return lambda x: unfold_cotangent(pool(x), x)
     return pool
 
-  return _run("sum", taps, x, run, plan, mapped=mapped)
+  return _run("sum", taps, x, run, plan, mapped=mapped, inner=_inner(x, axes))
 
 
 def _folded_sum_values(x, axis):
