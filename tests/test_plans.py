@@ -1531,3 +1531,54 @@ def test_max_offsets_are_computed_once_on_a_lone_cpu(shape, window, stride, resi
   np.testing.assert_array_equal(from_layout(pool(_on_cpu(x)), "channels_last"), want)
   np.testing.assert_allclose(from_layout(vjp(_on_cpu(x), g), "channels_last"),
                              _routed_last(x, g, idx), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, window, stride, pad, ceil, takes", [
+    ((2, 11, 11, 8), (8, 8), 8, 2, True, True),      # every window reads padding
+    ((2, 20, 20, 8), (4, 4), 4, 1, False, True),
+    ((2, 23, 23, 8), (10, 10), 10, 1, True, True),
+    ((2, 10, 10, 10, 3), (4, 4, 4), 4, 1, False, True),
+    ((2, 13, 13, 8), (3, 3), 3, 1, False, False),    # SMALL windows keep their tiles
+    ((2, 40, 8), (10,), 10, 3, False, False),        # one axis keeps its blocks
+])
+def test_padded_block_sums_read_their_real_elements(shape, window, stride, pad, ceil, takes):
+  """On CPU, a sum over padded non-overlapping windows of more than ``SMALL`` elements
+  over 2+ axes reads each window's real elements as an irregular bin (``bins="takes"``,
+  :func:`~jaxpool._engine.plan.real_bins`): no padded copy of the input (avg 8x8/8 p2
+  ``ceil_mode`` on 11: 2.2 ms against 0.29, benchmarks/README.md, "Strided sums"). Other
+  backends keep their plans. Values and gradient against the reference, for every
+  divisor rule."""
+  _, taps = geo.window_geometry("avg_pool", shape, window, stride, pad, 1, ceil,
+                                "channels_last")
+  assert all(map(planner.sums_real_bins, taps)) or not takes
+  cpu = planner.plan("sum", taps, np.float32, planner.Target("cpu", True), inner=shape[-1])
+  assert (cpu.bins == "takes") == takes, cpu
+  for platform in ("gpu", "accelerator"):
+    assert planner.plan("sum", taps, np.float32, planner.Target(platform, True),
+                        inner=shape[-1]).bins is None
+  rng = np.random.default_rng(0)
+  x = randn(rng, shape)
+  for include_pad, override in ((True, None), (False, None), (True, 7)):
+    def pool(v, include_pad=include_pad, override=override):
+      return jaxpool.avg_pool(v, window, stride, pad, ceil_mode=ceil,
+                              count_include_pad=include_pad, divisor_override=override)
+
+    def reference(v, include_pad=include_pad, override=override):
+      return ref.avg_pool(from_layout(v, "channels_last"), window, stride, pad,
+                          ceil_mode=ceil, count_include_pad=include_pad,
+                          divisor_override=override)
+
+    if takes:
+      assert _largest_pad(pool, x) < x.size // 2
+    y, vjp = jax.vjp(pool, _on_cpu(x))
+    np.testing.assert_allclose(from_layout(y, "channels_last"), reference(x), rtol=1e-5,
+                               atol=1e-6)
+    g = randn(rng, y.shape)
+    (dx,) = vjp(g)
+    np.testing.assert_allclose(np.vdot(dx, x), np.vdot(g, np.asarray(y)), rtol=1e-4)
+    for k in (0, 9, x.size - 1):
+      e = np.zeros(x.shape, np.float32)
+      e.flat[k] = 1.0
+      probe = to_layout(reference(e), "channels_last")
+      np.testing.assert_allclose(np.asarray(dx).flat[k], np.vdot(g, probe), rtol=1e-5,
+                                 atol=1e-6)

@@ -108,7 +108,9 @@ class Plan:
       :func:`period`) or ``"takes"`` (one static take per bin offset, combined; a
       sum's transpose takes the cotangent at each input's bins,
       :func:`jaxpool._engine.values.bin_sum`; a max/min chain reads the bins as
-      ``"periods"`` where they repeat, else as ``"gather"``: :func:`routing`).
+      ``"periods"`` where they repeat, else as ``"gather"``: :func:`routing`). A sum
+      with ``"takes"`` also reads padded non-overlapping regular windows as the bins
+      of their real elements (:func:`sums_real_bins`, :func:`real_bins`).
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
@@ -231,6 +233,24 @@ def segments(t: AxisTaps) -> list[tuple[int, int, AxisTaps]]:
       parts.append((lo, hi, AxisTaps(hi - lo, o1 - o0, t.window, s, t.dilation,
                                      max(0, p - o0 * s))))
   return parts
+
+
+def sums_real_bins(t: AxisTaps) -> bool:
+  """Padded non-overlapping undilated windows up to ``TAKES_MAX`` wide: a sum reads them
+  as the bins of their real elements (:func:`real_bins`) where the plan's ``bins`` is
+  ``"takes"``."""
+  return (t.regular and t.dilation == 1 and t.stride >= t.window and not unpadded(t)
+          and t.window <= TAKES_MAX)
+
+
+def real_bins(t: AxisTaps) -> AxisTaps:
+  """Irregular taps over the input elements each undilated window of ``t`` reads, its
+  padding dropped: a sum over them is the window sum (padding adds nothing)."""
+  lo = np.arange(t.out) * t.stride - t.pad_lo
+  starts, ends = np.clip(lo, 0, t.size), np.clip(lo + t.window, 0, t.size)
+  widths = ends - starts
+  return AxisTaps(t.size, t.out, int(widths.max()), starts=tuple(map(int, starts)),
+                  widths=tuple(map(int, widths)))
 
 
 def tile_count(taps: Sequence[AxisTaps]) -> int:
@@ -491,9 +511,14 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # time (the fence's conditional prevents that too)
     # adaptive bins as static takes per offset, their transpose takes of the cotangent
     # (benchmarks/README.md, "Adaptive bin sums as takes")
+    # padded blocks of more than SMALL elements over 2+ axes: the bins of their real
+    # elements (a padded copy cost 4-11x; smaller windows keep their tiles, which won
+    # forward+backward; benchmarks/README.md, "Strided sums")
+    real = (len(regular) >= 2 and math.prod(t.window for t in regular) > SMALL
+            and any(map(sums_real_bins, taps)))
     return Plan(values=values, backward=_sum_backward(
                     taps, values, inner if len(regular) == len(taps) else 0),
-                bins="takes" if any(map(_takes, taps)) else None,
+                bins="takes" if real or any(map(_takes, taps)) else None,
                 fence=mapped and target.lone,
                 unfold=target.lone and not mapped and not _dense_blocks(taps))
   residual, backward = _cpu_select_derivative(taps, address, sixteen, inner)

@@ -39,7 +39,6 @@ from jaxpool._engine.select import (
 )
 from jaxpool._engine.values import (
   axis_sum_transpose,
-  binned_mean_values,
   folds,
   mean_values,
   pool_values,
@@ -64,19 +63,19 @@ def _run(op, taps, x, run, plan: Plan | None, **kw):
 # ----------------------------------------------------------------------------- sums
 
 
-def _mean_backward(x, operands, y, axes, taps, rule, form):
+def _mean_backward(x, operands, y, axes, taps, rule, form, bins):
   return functools.partial(sum_transpose, axes=axes, taps=taps, rule=rule)
 
 
-def _axis_mean_backward(x, operands, y, axes, taps, rule, form):
+def _axis_mean_backward(x, operands, y, axes, taps, rule, form, bins):
   return functools.partial(axis_sum_transpose, axes=axes, taps=taps, rule=rule)
 
 
 # Window sums whose reverse mode is :func:`sum_transpose` (a tiled pool of the cotangent,
 # the divisor read per tap) instead of JAX's transpose of the tiles; and the same one
 # axis at a time.
-_mean_pool = transposed_jvp(mean_values, _mean_backward, static=4)
-_axis_mean_pool = transposed_jvp(mean_values, _axis_mean_backward, static=4)
+_mean_pool = transposed_jvp(mean_values, _mean_backward, static=5)
+_axis_mean_pool = transposed_jvp(mean_values, _axis_mean_backward, static=5)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3), static_argnames=("mapped", "plan"))
@@ -89,11 +88,11 @@ def sum_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
 
   def run(p):
     if p.backward == "planes":
-      pool = lambda x: _mean_pool(x, axes, taps, rule, p.values)  # noqa: E731
+      pool = lambda x: _mean_pool(x, axes, taps, rule, p.values, p.bins)  # noqa: E731
     elif p.backward == "axis_planes":
-      pool = lambda x: _axis_mean_pool(x, axes, taps, rule, p.values)  # noqa: E731
+      pool = lambda x: _axis_mean_pool(x, axes, taps, rule, p.values, p.bins)  # noqa: E731
     else:
-      pool = lambda x: binned_mean_values(x, axes, taps, rule, p.values, p.bins)  # noqa: E731
+      pool = lambda x: mean_values(x, axes, taps, rule, p.values, p.bins)  # noqa: E731
     if p.fence:
       return lambda x: fence_cotangent(pool(x))
     if p.unfold:

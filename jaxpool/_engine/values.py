@@ -214,15 +214,15 @@ def divide(total: jax.Array, d: int | jax.Array) -> jax.Array:
   return total / (np.array(d, total.dtype) if isinstance(d, int) else d.astype(total.dtype))
 
 
-def mean_values(x, axes, taps, rule, form):
-  """Window sums, divided by :func:`divisor` when ``rule = (include_pad, override)``."""
-  return binned_mean_values(x, axes, taps, rule, form, None)
-
-
-def binned_mean_values(x, axes, taps, rule, form, bins):
-  """:func:`mean_values` with irregular axes in the view ``bins`` names (as
-  :func:`pool_values`)."""
-  total = pool_values(x, axes, taps, "sum", form, bins)
+def mean_values(x, axes, taps, rule, form, bins=None):
+  """Window sums, divided by :func:`divisor` when ``rule = (include_pad, override)``;
+  irregular axes in the view ``bins`` names (as :func:`pool_values`). With ``bins =
+  "takes"``, padded non-overlapping windows sum the bins of their real elements
+  (:func:`~jaxpool._engine.plan.real_bins`: padding adds nothing, and no padded copy
+  of the input is made)."""
+  read = tuple(planner.real_bins(t) if bins == "takes" and planner.sums_real_bins(t) else t
+               for t in taps)
+  total = pool_values(x, axes, read, "sum", form, bins)
   return total if rule is None else divide(total, divisor(x.ndim, axes, taps, *rule))
 
 
