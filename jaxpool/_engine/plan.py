@@ -108,9 +108,9 @@ class Plan:
       :func:`period`) or ``"takes"`` (one static take per bin offset, combined; a
       sum's transpose takes the cotangent at each input's bins,
       :func:`jaxpool._engine.values.bin_sum`; a max/min chain reads the bins as
-      ``"periods"`` where they repeat, else as ``"gather"``: :func:`routing`). A sum
-      with ``"takes"`` also reads padded non-overlapping regular windows as the bins
-      of their real elements (:func:`sums_real_bins`, :func:`real_bins`).
+      ``"periods"`` where they repeat, else as ``"gather"``: :func:`routing`). With
+      ``"takes"``, the values also read padded non-overlapping regular windows as the
+      bins of their real elements (:func:`reads_real_bins`, :func:`real_bins`).
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
@@ -235,9 +235,9 @@ def segments(t: AxisTaps) -> list[tuple[int, int, AxisTaps]]:
   return parts
 
 
-def sums_real_bins(t: AxisTaps) -> bool:
-  """Padded non-overlapping undilated windows up to ``TAKES_MAX`` wide: a sum reads them
-  as the bins of their real elements (:func:`real_bins`) where the plan's ``bins`` is
+def reads_real_bins(t: AxisTaps) -> bool:
+  """Padded non-overlapping undilated windows up to ``TAKES_MAX`` wide: their values
+  read the bins of their real elements (:func:`real_bins`) where the plan's ``bins`` is
   ``"takes"``."""
   return (t.regular and t.dilation == 1 and t.stride >= t.window and not unpadded(t)
           and t.window <= TAKES_MAX)
@@ -515,7 +515,7 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # elements (a padded copy cost 4-11x; smaller windows keep their tiles, which won
     # forward+backward; benchmarks/README.md, "Strided sums")
     real = (len(regular) >= 2 and math.prod(t.window for t in regular) > SMALL
-            and any(map(sums_real_bins, taps)))
+            and any(map(reads_real_bins, taps)))
     return Plan(values=values, backward=_sum_backward(
                     taps, values, inner if len(regular) == len(taps) else 0),
                 bins="takes" if real or any(map(_takes, taps)) else None,
@@ -540,6 +540,12 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
                                        or residual == "match_slices"
                                        and all(map(unpadded, taps))))
   if op != "indices":
+    # padded blocks over JOINT_MAX elements over 2+ axes: values by the bins of their
+    # real elements (forward 0.17-0.41x, forward+backward 0.59-0.84x; smaller windows
+    # lost forward+backward, benchmarks/README.md, "Strided sums")
+    if (len(_regular(taps)) >= 2 and math.prod(t.window for t in _regular(taps)) > JOINT_MAX
+        and any(map(reads_real_bins, taps))):
+      return dataclasses.replace(select, bins="takes")
     return select
   if _dense_blocks(taps):
     if math.prod(t.window for t in taps) <= BLOCK_ARGMAX_MAX:

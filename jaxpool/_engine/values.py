@@ -161,7 +161,12 @@ def pool_values(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], kin
                 fold: str | None = None) -> jax.Array:
   """Max/min/sum over the windows: the regular axes in ``form``, then each irregular
   axis in the view :func:`~jaxpool._engine.plan.axis_form` names for ``bins``
-  (``fold``: see :func:`reduce_axes`)."""
+  (``fold``: see :func:`reduce_axes`). With ``bins="takes"``, padded non-overlapping
+  windows reduce the bins of their real elements
+  (:func:`~jaxpool._engine.plan.real_bins`: padding adds nothing to a sum and never
+  wins a max, and no padded copy of the input is made)."""
+  if bins == "takes":
+    taps = tuple(planner.real_bins(t) if planner.reads_real_bins(t) else t for t in taps)
   fill = identity(kind, x.dtype)
   regular = [(a, t) for a, t in zip(axes, taps) if t.regular and not t.identity]
   ra, rt = tuple(a for a, _ in regular), tuple(t for _, t in regular)
@@ -216,13 +221,9 @@ def divide(total: jax.Array, d: int | jax.Array) -> jax.Array:
 
 def mean_values(x, axes, taps, rule, form, bins=None):
   """Window sums, divided by :func:`divisor` when ``rule = (include_pad, override)``;
-  irregular axes in the view ``bins`` names (as :func:`pool_values`). With ``bins =
-  "takes"``, padded non-overlapping windows sum the bins of their real elements
-  (:func:`~jaxpool._engine.plan.real_bins`: padding adds nothing, and no padded copy
-  of the input is made)."""
-  read = tuple(planner.real_bins(t) if bins == "takes" and planner.sums_real_bins(t) else t
-               for t in taps)
-  total = pool_values(x, axes, read, "sum", form, bins)
+  irregular axes (and padded blocks) in the view ``bins`` names (as
+  :func:`pool_values`)."""
+  total = pool_values(x, axes, taps, "sum", form, bins)
   return total if rule is None else divide(total, divisor(x.ndim, axes, taps, *rule))
 
 
