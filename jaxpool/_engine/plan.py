@@ -577,7 +577,7 @@ def _sum_backward(taps, values: str | None = None, inner: int = 0) -> str:
   larger tiled slices (one pad per slice) took 3-14x the planes, that of a 1-D
   ``reduce_window`` up to 30x, that of wider ``reduce_window`` axes up to 16x (avg
   20x20/10), 1.4-2.8x over channels_first or 3-channel input; joint planes of large
-  windows split into many small pieces (avg 16x16/6: 15 ms against 2.7 one axis at a
+  windows split into many small pieces (avg 16x16/6: 5.6x the planes one axis at a
   time; benchmarks/README.md, "Strided sums")."""
   if not all(t.regular for t in taps):
     return "jax"
