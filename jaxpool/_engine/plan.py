@@ -44,6 +44,7 @@ CHECK_MAX = 32     # window positions compared per index by unpool's in-window c
 PLANES_MAX = 16    # padded untiled window elements routed back by phase planes; more: scatter
 TRANSPOSE_WINDOW_MAX = 13  # per-axis window of a reduce_window sum whose transpose stays fast
 TRANSPOSE_INNER_MIN = 16   # elements after the pooled axes for that transpose
+REAL_BINS_INNER_MIN = 16   # elements after padded max/min blocks read by their real bins
 CHAIN_READS = 2    # chain scatter-add only where windows read each element this often or less
 CHAIN_WINDOW_MAX = 8  # per-axis regular window routed back by the chain; wider: scatter-add
 INT32_MAX = 2**31  # flat scatter positions must fit int32
@@ -245,7 +246,8 @@ def reads_real_bins(t: AxisTaps) -> bool:
 
 def real_bins(t: AxisTaps) -> AxisTaps:
   """Irregular taps over the input elements each undilated window of ``t`` reads, its
-  padding dropped: a sum over them is the window sum (padding adds nothing)."""
+  padding dropped: their sum or max is the window's (padding adds nothing to a sum and
+  never wins a max)."""
   lo = np.arange(t.out) * t.stride - t.pad_lo
   starts, ends = np.clip(lo, 0, t.size), np.clip(lo + t.window, 0, t.size)
   widths = ends - starts
@@ -540,11 +542,12 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
                                        or residual == "match_slices"
                                        and all(map(unpadded, taps))))
   if op != "indices":
-    # padded blocks over JOINT_MAX elements over 2+ axes: values by the bins of their
-    # real elements (forward 0.17-0.41x, forward+backward 0.59-0.84x; smaller windows
-    # lost forward+backward, benchmarks/README.md, "Strided sums")
-    if (len(_regular(taps)) >= 2 and math.prod(t.window for t in _regular(taps)) > JOINT_MAX
-        and any(map(reads_real_bins, taps))):
+    # padded blocks over JOINT_MAX elements over 2+ axes with REAL_BINS_INNER_MIN or more
+    # elements after them: values by the bins of their real elements (forward
+    # 0.17-0.41x, forward+backward 0.59-0.84x; smaller windows and 3 channels lost
+    # forward+backward, benchmarks/README.md, "Strided sums")
+    if (len(regular) >= 2 and math.prod(t.window for t in regular) > JOINT_MAX
+        and inner >= REAL_BINS_INNER_MIN and any(map(reads_real_bins, taps))):
       return dataclasses.replace(select, bins="takes")
     return select
   if _dense_blocks(taps):
