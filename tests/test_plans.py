@@ -1427,6 +1427,24 @@ def test_tiles_read_the_input_uncropped(shape, op, window, stride, ceil):
                              atol=1e-6)
 
 
+def _check_linear_pool(pool, reference, x, rng):
+  """A linear channels_last ``pool`` against its channels_first NumPy ``reference``:
+  values, and the gradient by ``<g, A x> == <A^T g, x>`` and entrywise at three inputs
+  (one input at a time through the reference)."""
+  y, vjp = jax.vjp(pool, _on_cpu(x))
+  np.testing.assert_allclose(from_layout(y, "channels_last"), reference(x), rtol=1e-5,
+                             atol=1e-6)
+  g = randn(rng, y.shape)
+  (dx,) = vjp(g)
+  np.testing.assert_allclose(np.vdot(dx, x), np.vdot(g, np.asarray(y)), rtol=1e-4)
+  for k in (0, 7, x.size - 1):
+    e = np.zeros(x.shape, np.float32)
+    e.flat[k] = 1.0
+    probe = to_layout(reference(e), "channels_last")
+    np.testing.assert_allclose(np.asarray(dx).flat[k], np.vdot(g, probe), rtol=1e-5,
+                               atol=1e-6)
+
+
 @pytest.mark.parametrize("shape, window, stride, pad, backward", [
     ((2, 20, 20, 3), (3, 3), 2, 0, "jax"),        # SMALL or fewer elements: the transpose
     ((2, 20, 20, 3), (2, 2), 2, 0, "jax"),
@@ -1473,18 +1491,7 @@ def test_cpu_sums_route_back_by_the_measured_form(shape, window, stride, pad, ba
     return ref.avg_pool(from_layout(v, "channels_last"), window, stride, pad,
                         count_include_pad=False)
 
-  y, vjp = jax.vjp(pool, _on_cpu(x))
-  np.testing.assert_allclose(from_layout(y, "channels_last"), reference(x), rtol=1e-5,
-                             atol=1e-6)
-  g = randn(rng, y.shape)
-  (dx,) = vjp(g)
-  np.testing.assert_allclose(np.vdot(dx, x), np.vdot(g, np.asarray(y)), rtol=1e-4)
-  for k in (0, 7, x.size - 1):  # entrywise: one input at a time through the reference
-    e = np.zeros(x.shape, np.float32)
-    e.flat[k] = 1.0
-    probe = to_layout(reference(e), "channels_last")
-    np.testing.assert_allclose(np.asarray(dx).flat[k], np.vdot(g, probe), rtol=1e-5,
-                               atol=1e-6)
+  _check_linear_pool(pool, reference, x, rng)
 
 
 @pytest.mark.parametrize("shape, window, stride, residual, backward", [
@@ -1571,18 +1578,7 @@ def test_padded_block_sums_read_their_real_elements(shape, window, stride, pad, 
 
     if takes:
       assert _largest_pad(pool, x) < x.size // 2
-    y, vjp = jax.vjp(pool, _on_cpu(x))
-    np.testing.assert_allclose(from_layout(y, "channels_last"), reference(x), rtol=1e-5,
-                               atol=1e-6)
-    g = randn(rng, y.shape)
-    (dx,) = vjp(g)
-    np.testing.assert_allclose(np.vdot(dx, x), np.vdot(g, np.asarray(y)), rtol=1e-4)
-    for k in (0, 9, x.size - 1):
-      e = np.zeros(x.shape, np.float32)
-      e.flat[k] = 1.0
-      probe = to_layout(reference(e), "channels_last")
-      np.testing.assert_allclose(np.asarray(dx).flat[k], np.vdot(g, probe), rtol=1e-5,
-                                 atol=1e-6)
+    _check_linear_pool(pool, reference, x, rng)
 
 
 @pytest.mark.parametrize("shape, window, stride, pad, ceil, kind, takes", [
