@@ -248,9 +248,9 @@ def real_bins(t: AxisTaps) -> AxisTaps:
   """Irregular taps over the input elements each undilated window of ``t`` reads, its
   padding dropped: their sum or max is the window's (padding adds nothing to a sum and
   never wins a max)."""
-  lo = np.arange(t.out) * t.stride - t.pad_lo
-  starts, ends = np.clip(lo, 0, t.size), np.clip(lo + t.window, 0, t.size)
-  widths = ends - starts
+  real = t.real()
+  starts = t.positions()[np.arange(t.out), real.argmax(axis=1)]
+  widths = real.sum(axis=1)
   return AxisTaps(t.size, t.out, int(widths.max()), starts=tuple(map(int, starts)),
                   widths=tuple(map(int, widths)))
 
