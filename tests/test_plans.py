@@ -721,23 +721,44 @@ def test_large_max_windows_reduce_as_blocks_by_their_inner_count(layout, shape, 
   np.testing.assert_array_equal(from_layout(indices, layout), want_i)
 
 
-def test_blocked_indices_use_a_variadic_reduce_only_for_small_windows():
-  """One variadic reduce (values and indices together) up to ``BLOCK_ARGMAX_MAX``
-  elements; larger non-overlapping windows match the planned max instead."""
-  def taps(k):
-    return tuple(geo.AxisTaps(12, 12 // k, k, k) for _ in range(2))
-
-  cpu = planner.Target("cpu", True)
-  assert planner.plan("indices", taps(2), np.float32, cpu, size=100).indices == "block"
-  for k in (3, 4, 6, 12):  # 6x6 and 12x12: over JOINT_MAX, matched on the blocks too
-    p = planner.plan("indices", taps(k), np.float32, cpu, size=100)
-    assert p.indices == "block_match" and planner.valid(p, "indices", taps(k)) is None
-  x = ties(np.random.default_rng(1), (2, 3, 12, 12))
-  for k in (6, 12):
-    v, i = jaxpool.max_pool_with_indices(x, (k, k), data_format="channels_first")
-    want_v, want_i = ref.max_pool_with_indices(x, (k, k), (k, k), 0, 1, False)
-    np.testing.assert_array_equal(v, want_v)
-    np.testing.assert_array_equal(i, want_i)
+@pytest.mark.parametrize("layout, shape, window, dtype, form", [
+    ("channels_last", (2, 12, 12, 3), (2, 2), jnp.float32, "block"),
+    ("channels_last", (2, 12, 12, 3), (3, 3), jnp.float32, "match"),
+    ("channels_first", (2, 3, 12, 12), (12, 12), jnp.float32, "match"),
+    ("channels_last", (2, 32, 32, 3), (16, 16), jnp.float32, "block_chain"),
+    ("channels_first", (1, 2, 14, 70), (14, 70), jnp.float32, "block_match"),
+    ("channels_last", (2, 256, 2), (128,), jnp.float32, "block_match"),
+    ("channels_last", (2, 12, 12, 3), (4, 4), jnp.bfloat16, "block_match"),
+    ("channels_last", (2, 32, 32, 3), (16, 16), jnp.int32, "block_chain"),
+])
+def test_blocked_indices_match_their_max_in_one_pass(layout, shape, window, dtype, form):
+  """The indices of unpadded non-overlapping windows on CPU: one variadic reduce up to
+  ``BLOCK_ARGMAX_MAX`` elements; then a select chain matching each offset against the
+  planned max up to ``MATCH_BLOCKS_MAX``; larger windows chain the last window axis's
+  positions up to ``CHAINED_MATCH_MAX`` and fold the other window axes; 16-bit floats
+  and longer last axes compare every position and fold (``block_match``). The chains
+  never write the compare over the whole input; every form gives the reference's
+  values and first-max indices, ties and NaN included."""
+  rng = np.random.default_rng(1)
+  x = ties(rng, shape)
+  if dtype != jnp.int32:
+    x.flat[5] = x.flat[40] = np.nan
+  x = jnp.asarray(x, dtype)
+  lay, taps = geo.window_geometry("max_pool", x.shape, window, None, 0, 1, False, layout)
+  p = planner.plan("indices", taps, dtype, planner.Target("cpu", True), size=x.size,
+                   inner=math.prod(x.shape[max(lay.spatial_axes) + 1:]))
+  assert p.indices == form and planner.valid(p, "indices", taps) is None
+  fn = functools.partial(jaxpool.max_pool_with_indices, window_shape=window,
+                         data_format=layout)
+  if form in ("match", "block_chain"):
+    compiled = jax.jit(fn).lower(_on_cpu(x)).compile()
+    assert compiled.memory_analysis().temp_size_in_bytes < x.size, form
+  values, indices = fn(x)
+  want_v, want_i = ref.max_pool_with_indices(
+      from_layout(np.asarray(x.astype(jnp.float32)), layout), window)
+  np.testing.assert_array_equal(from_layout(np.asarray(values.astype(jnp.float32)), layout),
+                                want_v)
+  np.testing.assert_array_equal(from_layout(indices, layout), want_i)
 
 
 def test_lp_cotangent_is_computed_once_on_cpu_only():

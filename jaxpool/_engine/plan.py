@@ -37,6 +37,8 @@ TILED_MAX = 128    # slices per tiled program (tiles x window elements): bounds 
 SEPARABLE_MAX = 5  # per-axis window of unpadded stride-1 windows served by separable slices
 UNROLL_MAX = 256   # per-axis window unrolled into slices inside a chain; larger: a gather
 BLOCK_ARGMAX_MAX = 4  # blocked window elements whose indices come from one variadic reduce
+MATCH_BLOCKS_MAX = 196  # blocked window elements whose indices a select chain matches at once
+CHAINED_MATCH_MAX = 64  # last window axis of blocks whose matches a select chain finds
 BLOCKS_MAX = 100   # 2-D max/min window elements reduced as blocks (sums, 3+ axes: any)
 BLOCKS_INNER_MIN = 384  # elements after the pooled axes for max/min blocks at any size
 BLOCK_BACK_INNER_MAX = 64  # elements after the pooled axes for float32 dense block derivatives
@@ -61,7 +63,7 @@ VALUES = ("tiles", "separable", "axes", "window", "blocks")
 RESIDUALS = ("match_blocks", "match_blocks_f32", "match_stacked", "match_slices", "match_real",
              "first_max", "first_max_tiled", "input")
 BACKWARDS = ("jax", "block", "planes", "axis_planes", "scatter", "chain", "chain_scatter")
-INDICES = ("block", "block_match", "match", "first_max", "first_max_tiled", "chain")
+INDICES = ("block", "block_match", "block_chain", "match", "first_max", "first_max_tiled", "chain")
 UNPOOLS = ("scatter", "check_select", "select")
 BINS = ("gather", "periods", "takes")
 ADDRESSES = ("flat", "iota", "batched")
@@ -97,6 +99,8 @@ class Plan:
     indices: max indices: ``"block"`` (one variadic reduce with the values),
       ``"block_match"`` (non-overlapping windows: the values, then the least relative
       index among the positions that match them, folded over the window axes),
+      ``"block_chain"`` (the same, but the last window axis matched by a select chain
+      over its positions, so that the compare is not written in full),
       ``"match"`` (the values, then the first real offset holding them, a select
       chain), ``"first_max"`` / ``"first_max_tiled"`` (compare chain) or ``"chain"``.
     unpool: ``"scatter"``, ``"check_select"`` (a check that every index lies in its
@@ -551,9 +555,17 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
       return dataclasses.replace(select, bins="takes")
     return select
   if _dense_blocks(taps):
-    if math.prod(t.window for t in taps) <= BLOCK_ARGMAX_MAX:
+    # a select chain over the offsets (or the last window axis's positions) reads the
+    # input once; the compare-and-fold wrote the compare in full (4x4/4 .. 16x16/16,
+    # whole axis 56x56: 0.56-0.67x; 16-bit input lost 1.05-1.35x; benchmarks/README.md,
+    # "Indices of blocks")
+    elements = math.prod(t.window for t in taps)
+    if elements <= BLOCK_ARGMAX_MAX:
       return Plan(upcast=upcast, indices="block")
-    return dataclasses.replace(select, indices="block_match")
+    if sixteen or taps[-1].window > CHAINED_MATCH_MAX:
+      return dataclasses.replace(select, indices="block_match")
+    return dataclasses.replace(
+        select, indices="match" if elements <= MATCH_BLOCKS_MAX else "block_chain")
   if not joint(taps):
     indices = "chain"
   elif not blocked(taps) and tile_count(taps) > 1 and tiles_fit(taps):
@@ -810,11 +822,16 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return f"backward={p.backward!r} needs residual='input'"
   if p.backward in ("scatter", "chain_scatter") and p.address is None:
     return f"backward={p.backward!r} needs an address form"
-  if p.indices in ("block", "match", "first_max", "first_max_tiled") and not joint(taps):
+  if p.indices == "match" and not (joint(taps) or _dense_blocks(taps) and math.prod(
+      t.window for t in taps) <= MATCH_BLOCKS_MAX):
+    return (f"indices='match' needs regular windows of at most {JOINT_MAX} elements or "
+            f"unpadded non-overlapping ones of at most {MATCH_BLOCKS_MAX}")
+  if p.indices in ("block", "first_max", "first_max_tiled") and not joint(taps):
     return f"indices={p.indices!r} needs regular windows of at most {JOINT_MAX} elements"
-  if p.indices == "block_match" and (p.backward is None or not (
+  if p.indices in ("block_match", "block_chain") and (p.backward is None or not (
       regular and blocked(taps) and all(map(unpadded, taps)))):
-    return "indices='block_match' needs non-overlapping unpadded windows and a values plan"
+    return (f"indices={p.indices!r} needs non-overlapping unpadded windows and a values "
+            "plan")
   if p.indices == "block" and not (blocked(taps) and all(map(unpadded, taps))):
     return "indices='block' needs unpadded non-overlapping windows"
   if p.unpool in ("check_select", "select") and not blocked(taps):

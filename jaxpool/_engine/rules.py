@@ -227,13 +227,14 @@ def _with_indices(x, axes, taps, spatial, p: Plan):
     return values, chain_flat_index(xs, axes, taps, "max", values.shape, p.fence, p.bins,
                                     p.fold, p.order, p.segments)
   w = Windows(x.ndim, axes, taps)
-  if p.indices == "block_match":
-    return values, block_first_index(xs, w, lax.stop_gradient(values), spatial)
-  if p.indices == "match":
-    off = first_match(w, xs, lax.stop_gradient(values), "max")
+  if p.indices in ("block_match", "block_chain"):
+    return values, block_first_index(xs, w, lax.stop_gradient(values), spatial,
+                                     chained=p.indices == "block_chain")
+  if p.indices == "match":  # the chain writes each offset's flat distance itself
+    idx = first_match(w, xs, lax.stop_gradient(values), "max",
+                      codes=w.deltas(spatial)) + w.origins(spatial)
   else:
-    off = offsets(xs, None, axes, taps, "max", p.indices)
-  idx = flat_index(w, off, spatial)
+    idx = flat_index(w, offsets(xs, None, axes, taps, "max", p.indices), spatial)
   return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)
 
 

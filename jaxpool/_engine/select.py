@@ -167,15 +167,19 @@ def _match(w: Windows, x, y, kind: str, form: str) -> jax.Array:
   return first_match(w, x, y, kind, masked=False)
 
 
-def first_match(w: Windows, x, y, kind: str, masked: bool = True) -> jax.Array:
-  """Offset id of each window's first element equal to ``y`` (or NaN): a select chain
-  over the offsets. ``masked``: padding never matches (an all ``-inf`` window matches
-  its first real element, as PyTorch's index); unmasked, see :func:`_match`."""
-  off = jnp.zeros(y.shape, jnp.int32)
+def first_match(w: Windows, x, y, kind: str, masked: bool = True,
+                codes: Sequence[int] | None = None) -> jax.Array:
+  """Offset id (or ``codes[id]``) of each window's first element equal to ``y`` (or
+  NaN): a select chain over the offsets. ``masked``: padding never matches (an all
+  ``-inf`` window matches its first real element, as PyTorch's index); unmasked, see
+  :func:`_match`. ``codes`` (one int per offset) lets the chain write, say, each
+  offset's flat distance instead of a second chain mapping ids to it."""
+  codes = range(len(w.offsets)) if codes is None else codes
+  off = jnp.full(y.shape, np.int32(codes[0]), jnp.int32)
   for k, xs in reversed(list(enumerate(w.slices(x, identity(kind, x.dtype))))):
     hit = _matches(xs, y)
     real = w.real_mask(k, xs.shape) if masked else None
-    off = jnp.where(hit if real is None else hit & real, np.int32(k), off)
+    off = jnp.where(hit if real is None else hit & real, np.int32(codes[k]), off)
   return off
 
 
@@ -294,16 +298,31 @@ def scatter_add_at(g, idx, axes, taps, address: str) -> jax.Array:
   return out.reshape(input_shape(g.shape, axes, taps))
 
 
-def block_first_index(x, w: Windows, y, spatial: Sequence[int]) -> jax.Array:
+_NO_INDEX = np.int32(np.iinfo(np.int32).max)
+
+
+def block_first_index(x, w: Windows, y, spatial: Sequence[int],
+                      chained: bool = False) -> jax.Array:
   """int32 flat spatial index of each non-overlapping, unpadded window's first maximum
   ``y``: the least relative index among the window's positions that match it (the
   first NaN when ``y`` is NaN), on the blocked view: a compare, then a min folded over
   each window axis (:func:`~jaxpool._engine.values.folds`; XLA:CPU's reduce over these
-  non-minor axes is slower)."""
-  xb = w.blocks(x, identity("max", x.dtype))
+  non-minor axes is slower). ``chained``: the last window axis is matched by a select
+  chain over its positions instead (one pass over ``x`` writing a window-axis fraction
+  of it; the compare is otherwise written in full for the folds to read), and only the
+  earlier window axes are folded."""
+  xb, ye = w.blocks(x, identity("max", x.dtype)), w.expand(y)
   rel = w.block_iota(np.asarray(w.deltas(spatial), np.int32))
-  first = jnp.where(_matches(xb, w.expand(y)), rel, np.int32(np.iinfo(np.int32).max))
-  for a in reversed(w.window_axes):
+  folded = w.window_axes
+  if chained:
+    *folded, last = folded
+    first = _NO_INDEX
+    for j in reversed(range(xb.shape[last])):
+      first = jnp.where(_matches(lax.index_in_dim(xb, j, last), ye),
+                        np.take(rel, [j], axis=last), first)
+  else:
+    first = jnp.where(_matches(xb, ye), rel, _NO_INDEX)
+  for a in reversed(folded):
     first = folds(first, a, "min")
   return (first.reshape(y.shape) + w.origins(spatial)).astype(jnp.int32)
 
@@ -328,9 +347,6 @@ def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False,
       idx = _once(_least_index_axis(x, y, idx, axis, t, kind, form), fence)
       x = y
   return jnp.broadcast_to(idx, out_shape).astype(jnp.int32)
-
-
-_NO_INDEX = np.int32(np.iinfo(np.int32).max)
 
 
 def _least_index_axis(x, y, idx, axis: int, t: AxisTaps, kind: str, form: str) -> jax.Array:
