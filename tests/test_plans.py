@@ -519,6 +519,38 @@ def test_repeating_bins_are_sliced_on_cpu(op, width):
                              rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("size, out, bins", [((72, 40), (143, 27), "readers"),
+                                             ((72, 4), (143, 6), "periods")])
+def test_gathered_bins_route_their_cotangent_by_readers_on_cpu(size, out, bins):
+  """Adaptive max bins that do not repeat are gathered; on CPU the chain derivative takes
+  the cotangent at each input's readers: no scatter, where the gather's transpose is a
+  scatter-add (72 -> 143 fwd+bwd 0.77x, benchmarks/README.md, "Adaptive max bins routed
+  by their readers"). ``bins="readers"`` where no axis repeats, else the other axes read
+  their periods. Accelerators keep the gather and its transpose. Ties and NaN go to
+  the first max, as PyTorch routes them."""
+  taps = tuple(bin_taps(n, o) for n, o in zip(size, out))
+  assert planner.plan("max", taps, np.float32, planner.Target("cpu", True)).bins == bins
+  for platform in ("gpu", "accelerator"):
+    assert planner.plan("max", taps, np.float32, planner.Target(platform, True)).bins is None
+  x = ties(np.random.default_rng(0), (2, *size, 3))
+  x[1, 3, 2, 1] = np.nan
+
+  def f(v):
+    return jaxpool.adaptive_max_pool(v, out)
+
+  assert "scatter" not in _ops(_program(_grad(f), x, "cpu"))
+  assert "scatter" in _ops(_program(_grad(f), x, "tpu"))
+  first = from_layout(x, "channels_last")
+  want, idx = ref.adaptive_max_pool_with_indices(first, out)
+  np.testing.assert_array_equal(from_layout(f(x), "channels_last"), want)
+  g = randn(np.random.default_rng(1), want.shape)
+  dx = jax.vjp(f, x)[1](to_layout(g, "channels_last"))[0]
+  finite = np.isfinite(want).reshape(6, -1).all(1).reshape(2, 3)
+  np.testing.assert_allclose(np.asarray(from_layout(dx, "channels_last"))[finite],
+                             _routed(first, g, idx)[finite], rtol=1e-6, atol=1e-6)
+  check_grads(f, (randn(np.random.default_rng(2), x.shape),), order=1, modes=("fwd", "rev"))
+
+
 FLOAT64_MAX_OPS = {  # the max/min family, windows over SMALL elements (JAX's rule in f32)
     "max_7x7": lambda x: jaxpool.max_pool(x, (7, 7), 1, 3),
     "min_5x5s2p2": lambda x: jaxpool.min_pool(x, (5, 5), 2, 2),
@@ -1362,7 +1394,8 @@ def test_cpu_sums_take_adaptive_bins_and_route_back_without_scatter():
   assert planner.plan("max", (narrow,), np.float32, cpu).bins == "takes"
   assert planner.routing("takes") == "periods"
   assert planner.plan("max", (bin_taps(56, 3),), np.float32, cpu).bins == "periods"
-  assert planner.plan("max", (bin_taps(1024, 50),), np.float32, cpu).bins is None
+  # bins that do not repeat: gathered; a chain derivative would route them by readers
+  assert planner.plan("max", (bin_taps(1024, 50),), np.float32, cpu).bins == "readers"
   taps, axes = (narrow, bin_taps(7, 3)), (1, 2)
   x = jnp.ones((2, 7, 7, 3))
 

@@ -65,7 +65,7 @@ RESIDUALS = ("match_blocks", "match_blocks_f32", "match_stacked", "match_slices"
 BACKWARDS = ("jax", "block", "planes", "axis_planes", "scatter", "chain", "chain_scatter")
 INDICES = ("block", "block_match", "block_chain", "match", "first_max", "first_max_tiled", "chain")
 UNPOOLS = ("scatter", "check_select", "select")
-BINS = ("gather", "periods", "takes")
+BINS = ("gather", "periods", "takes", "readers")
 ADDRESSES = ("flat", "iota", "batched")
 FOLDS = ("once", "fused")
 ORDERS = ("minor_last",)
@@ -110,12 +110,16 @@ class Plan:
       the same), ``"periods"`` (bins that repeat every few elements, as adaptive bins
       do every ``size / gcd(size, out)``: a reshape into equal groups and one slice per
       bin offset of a group, so that no gather and no scatter is emitted; see
-      :func:`period`) or ``"takes"`` (one static take per bin offset, combined; a
+      :func:`period`), ``"takes"`` (one static take per bin offset, combined; a
       sum's transpose takes the cotangent at each input's bins,
       :func:`jaxpool._engine.values.bin_sum`; a max/min chain reads the bins as
       ``"periods"`` where they repeat, else as ``"gather"``: :func:`routing`). With
       ``"takes"``, the values also read padded non-overlapping regular windows as the
       bins of their real elements (:func:`reads_real_bins`, :func:`real_bins`).
+      or ``"readers"``: under every form but the gather, a max/min chain's derivative
+      routes the cotangent of an axis it gathers by static takes at each input's
+      readers instead of the gather's transpose (a scatter-add); ``"readers"`` names
+      that alone (the values and offsets gather).
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
@@ -535,7 +539,8 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   narrow = irregular and all(period(t) is not None and t.window <= SELECT_TAKES_MAX
                              for t in irregular)
   select = Plan(values=values, upcast=upcast, residual=residual, backward=backward,
-                bins="takes" if narrow else "periods" if periodic else None,
+                bins=("takes" if narrow else "periods" if periodic
+                      else "readers" if irregular else None),
                 address=address if backward in ("scatter", "chain_scatter") else None,
                 fold=(("once" if target.lone else "fused")
                       if jnp.issubdtype(dtype, jnp.inexact) and (upcast or not sixteen)

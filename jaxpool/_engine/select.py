@@ -32,6 +32,7 @@ from jaxpool._engine.views import (
   interleave,
   iota,
   period_slices,
+  readers,
   stacked,
   tiled,
 )
@@ -374,13 +375,33 @@ def _least_index_axis(x, y, idx, axis: int, t: AxisTaps, kind: str, form: str) -
   return jnp.min(jnp.where(hit, ids, _NO_INDEX), axis=axis + 1)
 
 
+def _readers_back(g, off, axis: int, t: AxisTaps) -> jax.Array:
+  """Transpose of :func:`_select_axis` over adaptive bins read by a gather: each input
+  position sums the cotangent of the bins that read it (:func:`readers`, a few per
+  position) where their first max lies on it. Static takes of ``g`` and ``off``; the
+  gather's own transpose is a scatter-add, serial on XLA:CPU."""
+  outs, real = readers(t)
+  at = np.arange(t.size)[:, None] - np.asarray(t.starts)[outs]  # offset in each reader
+  zero = np.zeros((), g.dtype)
+  dx = None
+  for k in range(outs.shape[1]):
+    hit = jnp.take(off, outs[:, k], axis=axis) == expand(at[:, k], off.ndim, axis, 1)
+    if not real[:, k].all():
+      hit = hit & expand(real[:, k], off.ndim, axis, 1)
+    term = jnp.where(hit, jnp.take(g, outs[:, k], axis=axis), zero)
+    dx = term if dx is None else dx + term
+  return dx
+
+
 def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
                bins: str | None = None, fold: str | None = None) -> jax.Array:
   """VJP of :func:`select_chain`'s values: route ``g`` back one axis at a time.
 
   The forward chain's offsets are recomputed from ``x``; each strided-slice axis routes
   its cotangent with one-axis phase planes (:func:`planes_back`), the reshape and gather
-  axes with the transpose of their select. (JAX's transpose of the whole chain pads
+  axes with the transpose of their select, except that adaptive axes read by a gather
+  take the cotangent at each input's readers (:func:`_readers_back`) where ``bins`` names
+  a form other than the gather (CPU plans). (JAX's transpose of the whole chain pads
   every slice's cotangent with interior padding.)
   """
   steps = []
@@ -401,6 +422,8 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
   for axis, t, form, xa, off in reversed(steps):
     if form == "slices":
       g = planes_back(Windows(g.ndim, (axis,), (t,)), g, off)
+    elif form == "gather" and not t.regular and bins not in (None, "gather"):
+      g = _readers_back(g, off, axis, t)
     else:
       g = transpose(functools.partial(_select_axis, off=off, axis=axis, t=t, form=form),
                     xa, g)
