@@ -766,7 +766,7 @@ def test_large_max_windows_reduce_as_blocks_by_their_inner_count(layout, shape, 
 def test_blocked_indices_match_their_max_in_one_pass(layout, shape, window, dtype, form):
   """The indices of unpadded non-overlapping windows on CPU: one variadic reduce up to
   ``BLOCK_ARGMAX_MAX`` elements; then a select chain matching each offset against the
-  planned max up to ``MATCH_BLOCKS_MAX``; larger windows chain the last window axis's
+  planned max up to ``MATCH_MAX``; larger windows chain the last window axis's
   positions up to ``CHAINED_MATCH_MAX`` and fold the other window axes; 16-bit floats
   and longer last axes compare every position and fold (``block_match``). The chains
   never write the compare over the whole input; every form gives the reference's
@@ -790,6 +790,38 @@ def test_blocked_indices_match_their_max_in_one_pass(layout, shape, window, dtyp
       from_layout(np.asarray(x.astype(jnp.float32)), layout), window)
   np.testing.assert_array_equal(from_layout(np.asarray(values.astype(jnp.float32)), layout),
                                 want_v)
+  np.testing.assert_array_equal(from_layout(indices, layout), want_i)
+
+
+@pytest.mark.parametrize("layout, shape, window, strides, padding, dilation, form", [
+    ("channels_last", (2, 15, 15, 3), (7, 7), 2, 0, 1, "match"),          # overlapping
+    ("channels_last", (2, 14, 14, 3), (5, 5), 2, 0, 2, "match"),          # dilated
+    ("channels_last", (2, 15, 15, 3), (6, 6), 7, 3, 1, "match"),          # padded, gapped
+    ("channels_last", (2, 20, 20, 3), (14, 14), 7, 0, 1, "match"),        # one output
+    ("channels_last", (2, 15, 15, 3), (7, 7), 4, 3, 1, "chain"),          # padded overlap
+    ("channels_last", (2, 15, 15, 3), (6, 6), 12, 2, 2, "chain"),         # padded dilated
+    ("channels_first", (2, 3, 16, 16), (8, 8), 4, 0, 1, "chain"),         # minor axis
+    ("channels_last", (2, 21, 21, 3), (15, 15), 2, 0, 1, "chain"),        # over MATCH_MAX
+])
+def test_larger_windows_match_their_indices_where_measured(layout, shape, window, strides,
+                                                           padding, dilation, form):
+  """Indices of windows over ``JOINT_MAX`` elements on CPU: a select chain matching each
+  offset against the planned max up to ``MATCH_MAX`` elements where the windows read no
+  padding (or, undilated, do not overlap) and ``MATCH_INNER_MIN`` elements follow them;
+  else the compare chain one axis at a time. Values and first-max indices equal the
+  reference, ties and NaN included."""
+  x = ties(np.random.default_rng(2), shape)
+  x.flat[7] = x.flat[50] = np.nan
+  lay, taps = geo.window_geometry("max_pool", x.shape, window, strides, padding, dilation,
+                                  False, layout)
+  p = planner.plan("indices", taps, np.float32, planner.Target("cpu", True), size=x.size,
+                   inner=math.prod(x.shape[max(lay.spatial_axes) + 1:]))
+  assert p.indices == form and planner.valid(p, "indices", taps) is None
+  values, indices = jaxpool.max_pool_with_indices(x, window, strides, padding,
+                                                  dilation=dilation, data_format=layout)
+  want_v, want_i = ref.max_pool_with_indices(from_layout(x, layout), window, strides,
+                                             padding, dilation)
+  np.testing.assert_array_equal(from_layout(values, layout), want_v)
   np.testing.assert_array_equal(from_layout(indices, layout), want_i)
 
 
