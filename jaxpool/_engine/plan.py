@@ -302,6 +302,11 @@ def values_form(taps: Sequence[AxisTaps], kind: str, inner: int = 0) -> str:
   return "axes"
 
 
+def tiling(t: AxisTaps) -> bool:
+  """Windows that tile the axis exactly: its blocks are a reshape, with no copy."""
+  return t.stride == t.window and t.out * t.window == t.size and t.pad_lo == 0
+
+
 def whole(t: AxisTaps) -> bool:
   """One unpadded window over the whole axis."""
   return t.window == t.size and unpadded(t)
@@ -511,6 +516,16 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   values = values_form(regular, "sum" if op == "sum" else "max",
                        inner if len(regular) == len(taps) else 0) if regular else None
   sixteen = op != "sum" and _is_16bit_float(dtype)
+  # blocks over two axes that do not tile the input (a gap, or a crop of its end) are a
+  # copy before the reshape: slices one axis at a time read the input itself (forward
+  # 0.21-0.76x, forward+backward 0.44-0.85x). Not 16-bit max/min (native blocks),
+  # lp_pool's mapped sum, gapped sums (1.3x forward+backward) or gapped windows with
+  # few elements after them (3 channels: 1.4x); 1-D and 3-D blocks kept theirs
+  # (benchmarks/README.md, "Blocks that do not tile the input")
+  if (values == "blocks" and len(regular) == len(taps) == 2 and not all(map(tiling, taps))
+      and not sixteen and not mapped and (all(t.stride == t.window for t in taps) or (
+          op != "sum" and inner >= REAL_BINS_INNER_MIN))):
+    values = "separable"
   # 16-bit arithmetic is emulated op by op, but reductions and selects of dense blocks
   # (not their tiled slices) run faster in 16 bits than through float32 copies
   native = sixteen and op != "indices" and _dense_blocks(taps) and values in ("blocks", "axes")
