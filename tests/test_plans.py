@@ -1513,34 +1513,36 @@ def test_tiles_read_the_input_uncropped(shape, op, window, stride, ceil):
                              atol=1e-6)
 
 
-@pytest.mark.parametrize("op, shape, window, stride, dtype, values", [
-    ("max", (2, 20, 20, 16), (6, 6), 6, jnp.float32, "separable"),  # a crop of the end
-    ("avg", (2, 20, 20, 3), (6, 6), 6, jnp.float32, "separable"),
-    ("max", (2, 27, 27, 16), (6, 6), 7, jnp.float32, "separable"),  # gapped
-    ("max", (2, 27, 27, 3), (6, 6), 7, jnp.float32, "blocks"),      # gapped, 3 channels
-    ("avg", (2, 27, 27, 16), (6, 6), 7, jnp.float32, "blocks"),     # a gapped sum
-    ("max", (2, 24, 24, 16), (6, 6), 6, jnp.float32, "blocks"),     # the blocks tile it
-    ("max", (2, 20, 20, 16), (6, 6), 6, jnp.bfloat16, "blocks"),    # native 16-bit blocks
-    ("max", (2, 14, 14, 14, 16), (4, 4, 4), 4, jnp.float32, "blocks"),  # 3-D
+@pytest.mark.parametrize("op, shape, window, stride, pad, dtype, values", [
+    ("max", (2, 20, 20, 16), (6, 6), 6, 0, jnp.float32, "separable"),  # a crop of the end
+    ("avg", (2, 20, 20, 3), (6, 6), 6, 0, jnp.float32, "separable"),
+    ("max", (2, 27, 27, 16), (6, 6), 7, 0, jnp.float32, "separable"),  # gapped
+    ("max", (2, 27, 27, 3), (6, 6), 7, 0, jnp.float32, "blocks"),      # gapped, 3 channels
+    ("avg", (2, 27, 27, 16), (6, 6), 7, 0, jnp.float32, "blocks"),     # a gapped sum
+    ("max", (2, 24, 24, 16), (6, 6), 6, 0, jnp.float32, "blocks"),     # the blocks tile it
+    ("max", (2, 20, 20, 16), (6, 6), 6, 0, jnp.bfloat16, "blocks"),    # native 16-bit
+    ("max", (2, 14, 14, 14, 16), (4, 4, 4), 4, 0, jnp.float32, "blocks"),  # 3-D
+    ("max", (2, 27, 27, 16), (6, 6), 7, 3, jnp.float32, "blocks"),     # padded: real bins
 ])
 def test_blocks_that_do_not_tile_the_input_read_it_by_slices(op, shape, window, stride,
-                                                             dtype, values):
+                                                             pad, dtype, values):
   """Non-overlapping windows over two axes whose blocks are not a reshape of the input (a
   gap between windows, or a crop of the input's end) take separable slices on CPU: the
   blocks copied the input before reshaping it (max 8x8/8 on 60: 2.6-3x slower forward,
   benchmarks/README.md, "Blocks that do not tile the input"). Gapped sums, gapped
-  windows over 3 channels, 16-bit max and 1-D/3-D blocks keep the blocks. The forward
+  windows over 3 channels, 16-bit max, padded windows (their real bins) and 1-D/3-D
+  blocks keep the blocks. The forward
   program's temp memory stays under a quarter of the input; values and gradients
   against the reference."""
   rng = np.random.default_rng(3)
   x = jnp.asarray(ties(rng, shape) if op == "max" else randn(rng, shape), dtype)
-  lay, taps = geo.window_geometry("max_pool", shape, window, stride, 0, 1, False,
+  lay, taps = geo.window_geometry("max_pool", shape, window, stride, pad, 1, False,
                                   "channels_last")
   p = planner.plan("sum" if op == "avg" else op, taps, dtype, planner.Target("cpu", True),
                    size=x.size, inner=shape[-1])
   assert p.values == values and planner.valid(p, "sum" if op == "avg" else op, taps) is None
   pool = functools.partial(getattr(jaxpool, f"{op}_pool"), window_shape=window,
-                           strides=stride)
+                           strides=stride, padding=pad)
   if values == "separable":
     compiled = jax.jit(pool).lower(_on_cpu(x)).compile()
     assert compiled.memory_analysis().temp_size_in_bytes < x.nbytes // 4
@@ -1550,7 +1552,7 @@ def test_blocks_that_do_not_tile_the_input_read_it_by_slices(op, shape, window, 
         pool, lambda v: ref.avg_pool(from_layout(v, "channels_last"), window, stride),
         np.asarray(x), rng)
     return
-  want, idx = ref.max_pool_with_indices(first, window, stride)
+  want, idx = ref.max_pool_with_indices(first, window, stride, pad)
   y, vjp = jax.vjp(pool, _on_cpu(x))
   np.testing.assert_array_equal(from_layout(np.asarray(y.astype(jnp.float32)),
                                             "channels_last"), want)

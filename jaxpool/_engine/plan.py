@@ -516,14 +516,14 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   values = values_form(regular, "sum" if op == "sum" else "max",
                        inner if len(regular) == len(taps) else 0) if regular else None
   sixteen = op != "sum" and _is_16bit_float(dtype)
-  # blocks over two axes that do not tile the input (a gap, or a crop of its end) are a
-  # copy before the reshape: slices one axis at a time read the input itself (forward
+  # unpadded blocks over two axes that do not tile the input (a gap, or a crop of its
+  # end) are a copy before the reshape: slices one axis at a time read the input itself (forward
   # 0.21-0.76x, forward+backward 0.44-0.85x). Not 16-bit max/min (native blocks),
   # lp_pool's mapped sum, gapped sums (1.3x forward+backward) or gapped windows with
   # few elements after them (3 channels: 1.4x); 1-D and 3-D blocks kept theirs
   # (benchmarks/README.md, "Blocks that do not tile the input")
   if (values == "blocks" and len(regular) == len(taps) == 2 and not all(map(tiling, taps))
-      and not sixteen and not mapped and (all(t.stride == t.window for t in taps) or (
+      and all(map(unpadded, taps)) and not sixteen and not mapped and (all(t.stride == t.window for t in taps) or (
           op != "sum" and inner >= REAL_BINS_INNER_MIN))):
     values = "separable"
   # 16-bit arithmetic is emulated op by op, but reductions and selects of dense blocks
@@ -570,7 +570,8 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # padded blocks over JOINT_MAX elements over 2+ axes with REAL_BINS_INNER_MIN or more
     # elements after them: values by the bins of their real elements (forward
     # 0.17-0.41x, forward+backward 0.59-0.84x; smaller windows and 3 channels lost
-    # forward+backward, benchmarks/README.md, "Strided sums")
+    # forward+backward, benchmarks/README.md, "Strided sums"; with indices, forward
+    # 0.64-0.85x but forward+backward up to 1.5x: not taken)
     if (len(regular) >= 2 and math.prod(t.window for t in regular) > JOINT_MAX
         and inner >= REAL_BINS_INNER_MIN and any(map(reads_real_bins, taps))):
       return dataclasses.replace(select, bins="takes")
