@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import jaxpool
+from jaxpool._engine import plan as planner
 
 FLOATS = [jnp.float32, jnp.bfloat16, jnp.float16, "float64"]
 INTS = [jnp.int8, jnp.uint8, jnp.int32]
@@ -99,17 +100,25 @@ def _hlo_ops(fn, shape):
 def test_large_window_program_size_is_flat():
   """Global-as-window max, its gradient and its indices do not unroll the window: each
   folds the window axes (eighths, then halves; Plan.fold), a few ops per doubling of the
-  window, never one per element."""
+  window, never one per element. On CPU the indices of a window with at most
+  ``CHAINED_MATCH_MAX`` positions along its last axis match them by a select chain (a
+  few ops per position of that axis, not per element); past it they fold too."""
   def sizes(w):
     shape = (4, w, w, 8)
     return (_hlo_ops(lambda v: jaxpool.max_pool(v, (w, w)), shape),
-            _hlo_ops(jax.grad(lambda v: jaxpool.max_pool(v, (w, w)).sum()), shape),
-            _hlo_ops(lambda v: jaxpool.max_pool_with_indices(v, (w, w))[1], shape))
+            _hlo_ops(jax.grad(lambda v: jaxpool.max_pool(v, (w, w)).sum()), shape))
+
+  def index_ops(w):
+    return _hlo_ops(lambda v: jaxpool.max_pool_with_indices(v, (w, w))[1], (4, w, w, 8))
 
   small, large, larger = sizes(25), sizes(28), sizes(64)
   for column in zip(small, large, larger):  # 64 vs 25: 2 more levels, 28: remainders
     assert max(column) - min(column) <= 30, (small, large, larger)
   assert max(larger) < 200, larger  # the gradient holds both per-backend lowerings
+  chained = planner.CHAINED_MATCH_MAX
+  folded = [index_ops(w) for w in (chained + 1, 2 * chained)]
+  assert max(folded) - min(folded) <= 30 and max(folded) < 200, folded
+  assert index_ops(chained) < 10 * chained, index_ops(chained)  # one chain step per position
 
 
 def test_large_overlapping_window_values_use_one_reduction():
