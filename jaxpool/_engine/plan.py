@@ -517,14 +517,14 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
                        inner if len(regular) == len(taps) else 0) if regular else None
   sixteen = op != "sum" and _is_16bit_float(dtype)
   # unpadded blocks over two axes that do not tile the input (a gap, or a crop of its
-  # end) are a copy before the reshape: slices one axis at a time read the input itself (forward
-  # 0.21-0.76x, forward+backward 0.44-0.85x). Not 16-bit max/min (native blocks),
-  # lp_pool's mapped sum, gapped sums (1.3x forward+backward) or gapped windows with
-  # few elements after them (3 channels: 1.4x); 1-D and 3-D blocks kept theirs
-  # (benchmarks/README.md, "Blocks that do not tile the input")
+  # end) are a copy before the reshape: slices one axis at a time read the input itself
+  # (forward 0.28-0.80x, forward+backward 0.43-0.91x). Not 16-bit max/min (native
+  # blocks: 1.27x forward+backward), lp_pool's mapped sum (1.1-1.27x) or gapped sums
+  # (1.3-2.6x forward+backward); 1-D and 3-D blocks kept theirs (1.04-1.5x;
+  # benchmarks/README.md, "Blocks that do not tile the input")
   if (values == "blocks" and len(regular) == len(taps) == 2 and not all(map(tiling, taps))
-      and all(map(unpadded, taps)) and not sixteen and not mapped and (all(t.stride == t.window for t in taps) or (
-          op != "sum" and inner >= REAL_BINS_INNER_MIN))):
+      and all(map(unpadded, taps)) and not sixteen and not mapped
+      and (op != "sum" or all(t.stride == t.window for t in taps))):
     values = "separable"
   # 16-bit arithmetic is emulated op by op, but reductions and selects of dense blocks
   # (not their tiled slices) run faster in 16 bits than through float32 copies
