@@ -519,8 +519,8 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   # unpadded blocks over two axes that do not tile the input (a gap, or a crop of its
   # end) are a copy before the reshape: slices one axis at a time read the input itself
   # (forward 0.28-0.80x, forward+backward 0.43-0.91x). Not 16-bit max/min (native
-  # blocks: 1.27x forward+backward), lp_pool's mapped sum (1.1-1.27x) or gapped sums
-  # (1.3-2.6x forward+backward); 1-D and 3-D blocks kept theirs (1.04-1.5x;
+  # blocks: 1.26x forward+backward), lp_pool's mapped sum (1.1-1.27x) or gapped sums
+  # (1.3-2.6x forward+backward); 1-D and 3-D blocks kept theirs (1.02-1.5x;
   # benchmarks/README.md, "Blocks that do not tile the input")
   if (values == "blocks" and len(regular) == len(taps) == 2 and not all(map(tiling, taps))
       and all(map(unpadded, taps)) and not sixteen and not mapped
@@ -570,8 +570,8 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # padded blocks over JOINT_MAX elements over 2+ axes with REAL_BINS_INNER_MIN or more
     # elements after them: values by the bins of their real elements (forward
     # 0.17-0.41x, forward+backward 0.59-0.84x; smaller windows and 3 channels lost
-    # forward+backward, benchmarks/README.md, "Strided sums"; with indices, forward
-    # 0.64-0.85x but forward+backward up to 1.5x: not taken)
+    # forward+backward, benchmarks/README.md, "Strided sums"; for indices, "Tried in
+    # session 19, not taken")
     if (len(regular) >= 2 and math.prod(t.window for t in regular) > JOINT_MAX
         and inner >= REAL_BINS_INNER_MIN and any(map(reads_real_bins, taps))):
       return dataclasses.replace(select, bins="takes")
@@ -592,7 +592,7 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # windows up to MATCH_MAX elements, unpadded or undilated non-overlapping ones, with
     # MATCH_INNER_MIN elements after them: matching the planned values beats the chain
     # (0.43-0.78x; padded overlapping or dilated windows and channels_first lost
-    # 1.03-1.8x; benchmarks/README.md, "Indices of blocks")
+    # 1.03-1.8x; benchmarks/README.md, "Indices of larger windows")
     matched = (all(t.regular for t in taps)
                and math.prod(t.window for t in taps) <= MATCH_MAX
                and inner >= MATCH_INNER_MIN
