@@ -29,7 +29,7 @@ from jaxpool._engine.select import (
   block_first_index,
   chain_back,
   chain_flat_index,
-  first_match,
+  first_index,
   flat_index,
   offset_of,
   offsets,
@@ -149,15 +149,20 @@ def _select_backward(x, operands, y, axes, taps, kind, p):
     return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
                              address=p.address)
   w = Windows(x.ndim, axes, taps)
-  off = offsets(x, y, axes, taps, kind, p.residual)
-  if p.backward == "block":
-    return lambda g: block_back(w, g, off, x)
   if p.backward == "scatter":
-    idx = flat_index(w, off, tuple(t.size for t in taps))
+    # match_real: the expression of the "match" indices, so that with indices XLA
+    # computes it once for both (as two expressions, twice: pool+unpool 5x5/1 p2
+    # forward+backward took 2.3x)
+    spatial = tuple(t.size for t in taps)
+    idx = (first_index(w, x, y, kind, spatial) if p.residual == "match_real" else
+           flat_index(w, offsets(x, y, axes, taps, kind, p.residual), spatial))
     if p.fence:
       idx = computed_once(idx, y)
     return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
                              address=p.address)
+  off = offsets(x, y, axes, taps, kind, p.residual)
+  if p.backward == "block":
+    return lambda g: block_back(w, g, off, x)
   if p.fence:
     off = computed_once(off, y)
   return functools.partial(planes_back, w, off=off)
@@ -230,9 +235,8 @@ def _with_indices(x, axes, taps, spatial, p: Plan):
   if p.indices in ("block_match", "block_chain"):
     return values, block_first_index(xs, w, lax.stop_gradient(values), spatial,
                                      chained=p.indices == "block_chain")
-  if p.indices == "match":  # the chain writes each offset's flat distance itself
-    idx = first_match(w, xs, lax.stop_gradient(values), "max",
-                      codes=w.deltas(spatial)) + w.origins(spatial)
+  if p.indices == "match":
+    idx = first_index(w, xs, lax.stop_gradient(values), "max", spatial)
   else:
     idx = flat_index(w, offsets(xs, None, axes, taps, "max", p.indices), spatial)
   return values, jnp.broadcast_to(idx, values.shape).astype(jnp.int32)

@@ -280,6 +280,12 @@ def flat_index(w: Windows, off, spatial: Sequence[int]) -> jax.Array:
   return delta + w.origins(spatial)
 
 
+def first_index(w: Windows, x, y, kind: str, spatial: Sequence[int]) -> jax.Array:
+  """Flat row-major input index of each window's first real element equal to ``y`` (or
+  NaN): :func:`first_match` writing each offset's flat distance, one select chain."""
+  return first_match(w, x, y, kind, codes=w.deltas(spatial)) + w.origins(spatial)
+
+
 def offset_of(w: Windows, idx, spatial: Sequence[int]) -> jax.Array:
   """Inverse of :func:`flat_index` for indices inside their own window."""
   delta = idx - w.origins(spatial)
