@@ -114,13 +114,13 @@ class Plan:
       :func:`period`), ``"takes"`` (one static take per bin offset, combined; a
       sum's transpose takes the cotangent at each input's bins,
       :func:`jaxpool._engine.values.bin_sum`; a max/min chain reads the bins as
-      ``"periods"`` where they repeat, else as ``"gather"``: :func:`routing`). With
-      ``"takes"``, the values also read padded non-overlapping regular windows as the
-      bins of their real elements (:func:`reads_real_bins`, :func:`real_bins`).
-      or ``"readers"``: under every form but the gather, a max/min chain's derivative
-      routes the cotangent of an axis it gathers by static takes at each input's
-      readers instead of the gather's transpose (a scatter-add); ``"readers"`` names
-      that alone (the values and offsets gather).
+      ``"periods"`` where they repeat, else as ``"gather"``: :func:`routing`) or
+      ``"readers"`` (as the gather, but for the derivative below). With ``"takes"``,
+      the values also read padded non-overlapping regular windows as the bins of their
+      real elements (:func:`reads_real_bins`, :func:`real_bins`). Under every form but
+      the gather, a max/min chain's derivative routes the cotangent of an axis it
+      gathers by static takes at each input's readers instead of the gather's
+      transpose (a scatter-add).
     address: how scatters and gathers address the array: ``"flat"`` (one index into
       the flattened array), ``"iota"`` (iota coordinates for the other axes) or
       ``"batched"`` (the other axes as batching dimensions, for SPMD).
@@ -579,7 +579,7 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   if _dense_blocks(taps):
     # a select chain over the offsets (or the last window axis's positions) reads the
     # input once; the compare-and-fold wrote the compare in full (4x4/4 .. 16x16/16,
-    # whole axis 56x56: 0.56-0.67x; 16-bit input lost 1.05-1.35x; benchmarks/README.md,
+    # whole axis 56x56: 0.56-0.67x; 16-bit input lost 1.01-1.35x; benchmarks/README.md,
     # "Indices of blocks")
     elements = math.prod(t.window for t in taps)
     if elements <= BLOCK_ARGMAX_MAX:
@@ -591,8 +591,8 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   if not joint(taps):
     # windows up to MATCH_MAX elements, unpadded or undilated non-overlapping ones, with
     # MATCH_INNER_MIN elements after them: matching the planned values beats the chain
-    # (0.43-0.78x; padded overlapping or dilated windows and channels_first lost
-    # 1.03-1.8x; benchmarks/README.md, "Indices of larger windows")
+    # (0.44-0.79x; padded overlapping or dilated windows and channels_first lost
+    # 1.03-1.37x; benchmarks/README.md, "Indices of larger windows")
     matched = (all(t.regular for t in taps)
                and math.prod(t.window for t in taps) <= MATCH_MAX
                and inner >= MATCH_INNER_MIN

@@ -151,8 +151,9 @@ def _select_backward(x, operands, y, axes, taps, kind, p):
   w = Windows(x.ndim, axes, taps)
   if p.backward == "scatter":
     # match_real: the expression of the "match" indices, so that with indices XLA
-    # computes it once for both (as two expressions, twice: pool+unpool 5x5/1 p2
-    # forward+backward took 2.3x)
+    # computes it once for both (as two expressions it computed both: pool+unpool
+    # 5x5/1 p2 forward+backward took 2.3x; benchmarks/README.md, "A regression the
+    # final sweep caught")
     spatial = tuple(t.size for t in taps)
     idx = (first_index(w, x, y, kind, spatial) if p.residual == "match_real" else
            flat_index(w, offsets(x, y, axes, taps, kind, p.residual), spatial))
