@@ -843,13 +843,13 @@ def test_match_indices_and_the_scatter_index_are_one_computation():
     return jaxpool.max_unpool(y, i, (5, 5), 1, 2, output_size=v.shape[1:-1]), y, i
 
   def fb(v, g):
-    (u, y, i), vjp = jax.vjp(f, v, has_aux=False)
+    (u, y, i), vjp = jax.vjp(f, v)
     return u, y, i, vjp((g, jnp.zeros_like(y), np.zeros(i.shape, jax.dtypes.float0)))[0]
 
   g = randn(np.random.default_rng(5), x.shape)
   text = jax.jit(fb).lower(_on_cpu(x), g).compile().as_text()
   assert len(re.findall(r"\), direction=EQ", text)) < 2 * 25
-  u, y, i, dx = fb(x, g)
+  _, y, i, dx = fb(x, g)
   first = from_layout(x, "channels_last")
   want, idx = ref.max_pool_with_indices(first, (5, 5), 1, 2)
   np.testing.assert_array_equal(from_layout(y, "channels_last"), want)
