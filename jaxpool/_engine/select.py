@@ -386,8 +386,7 @@ def _readers_back(g, off, axis: int, t: AxisTaps) -> jax.Array:
   position sums the cotangent of the bins that read it (:func:`readers`, a few per
   position) where their first max lies on it. Static takes of ``g`` and ``off``; the
   gather's own transpose is a scatter-add, serial on XLA:CPU."""
-  outs, real = readers(t)
-  at = np.arange(t.size)[:, None] - np.asarray(t.starts)[outs]  # offset in each reader
+  outs, at, real = readers(t)
   zero = np.zeros((), g.dtype)
   dx = None
   for k in range(outs.shape[1]):

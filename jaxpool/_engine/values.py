@@ -105,7 +105,8 @@ def _bin_sum_values(x, axis, t):
 
 
 def _bin_sum_backward(x, operands, y, axis, t):
-  return lambda g: _taken_sum(g, axis, *readers(t))
+  outs, _, real = readers(t)
+  return lambda g: _taken_sum(g, axis, outs, real)
 
 
 # Bin sums along one axis as static takes (no gather temp, no reduce), whose transpose is

@@ -199,19 +199,23 @@ def takes(x: jax.Array, axis: int, pos: np.ndarray, real: np.ndarray,
 
 
 @functools.cache
-def readers(t: AxisTaps) -> tuple[np.ndarray, np.ndarray]:
+def readers(t: AxisTaps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """The transpose of ``t``'s taps: per input position, the outputs that read it, as
-  ``(size, k)`` output positions and a mask of the real entries (adaptive bins are
-  contiguous and ordered: a few outputs per input)."""
+  ``(size, k)`` output positions, the window offset at which each reads it, and a mask
+  of the real entries (adaptive bins are contiguous and ordered: a few outputs per
+  input)."""
   pos, real = t.positions(), t.real()
-  found: list[list[int]] = [[] for _ in range(t.size)]
+  found: list[list[tuple[int, int]]] = [[] for _ in range(t.size)]
   for o, j in zip(*np.nonzero(real)):
-    found[pos[o, j]].append(int(o))
+    found[pos[o, j]].append((int(o), int(j)))
   k = max(1, max(map(len, found)))
-  outs, mask = np.zeros((t.size, k), np.int32), np.zeros((t.size, k), bool)
+  outs, offsets = np.zeros((t.size, k), np.int32), np.zeros((t.size, k), np.int32)
+  mask = np.zeros((t.size, k), bool)
   for i, r in enumerate(found):
-    outs[i, :len(r)], mask[i, :len(r)] = r, True
-  return outs, mask
+    if r:
+      outs[i, :len(r)], offsets[i, :len(r)] = zip(*r)
+      mask[i, :len(r)] = True
+  return outs, offsets, mask
 
 
 def period_slices(x: jax.Array, axis: int, t: AxisTaps) -> list[list[jax.Array]]:
