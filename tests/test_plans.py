@@ -483,17 +483,18 @@ def test_repeating_bins_are_sliced_on_cpu(op, width):
   """Adaptive bins that repeat (56 -> 80 repeats every 7 elements) are read by slices on
   CPU: the values and indices have no gather and no scatter, nor has the gradient a
   gather (the gather and its scatter transpose were 2-2.3x slower, benchmarks/README.md,
-  "Adaptive bins that repeat"). Where every irregular axis's bins are at most
-  ``SELECT_TAKES_MAX`` wide (10 -> 4 here, not 30 -> 4), the values take each bin offset
-  (static gathers) and the chain still reads the periods. Fewer outputs than inputs:
-  the gradient is one scatter-add at the chain's flat indices (``chain_scatter``).
-  Accelerators keep the gather."""
+  "Adaptive bins that repeat"). Fewer outputs than inputs: the gradient is one
+  scatter-add at the chain's flat indices (``chain_scatter``). Where every irregular
+  axis's bins are at most ``FLOORS_MAX`` wide (10 -> 4 here, not 30 -> 4), they are read
+  as floors instead, and the chain routes the cotangent (no scatter; see
+  :func:`test_narrow_adaptive_bins_are_read_as_floors_on_cpu`). Accelerators keep the
+  gather."""
   taps = (bin_taps(14, 20), bin_taps(width, 4))
-  cpu = "takes" if width == 10 else "periods"
+  cpu = "floors" if width == 10 else "periods"
   for platform, bins in (("cpu", cpu), ("gpu", None), ("accelerator", None)):
     assert planner.plan(op, taps, np.float32, planner.Target(platform, True)).bins == bins
   assert planner.plan(op, taps, np.float32, planner.Target("cpu", True)).backward == \
-      "chain_scatter"
+      ("chain" if cpu == "floors" else "chain_scatter")
   x = ties(np.random.default_rng(0), (2, 14, width, 3))
 
   def f(v):
@@ -502,9 +503,10 @@ def test_repeating_bins_are_sliced_on_cpu(op, width):
     return jaxpool.adaptive_max_pool_with_indices(v, (20, 4))
 
   forward = _ops(_program(f, x, "cpu"))
-  assert not forward & ({"scatter"} if cpu == "takes" else {"gather", "scatter"}), forward
+  assert not forward & {"gather", "scatter"}, forward
   text = _program(lambda v: (f(v), _grad(f)(v)), x, "cpu")
-  assert cpu == "takes" or "gather" not in _ops(text), _ops(text)
+  assert not _ops(text) & ({"gather", "scatter"} if cpu == "floors" else {"gather"}), \
+      _ops(text)
   assert "gather" in _ops(_program(f, x, "tpu"))
   first = from_layout(x, "channels_last")
   want, idx = ref.adaptive_max_pool_with_indices(first, (20, 4))
@@ -519,15 +521,17 @@ def test_repeating_bins_are_sliced_on_cpu(op, width):
                              rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("size, out, bins", [((72, 40), (143, 27), "readers"),
-                                             ((72, 4), (143, 6), "periods")])
+@pytest.mark.parametrize("size, out, bins", [((10, 100), (143, 7), "readers"),
+                                             ((20, 42), (143, 8), "periods")])
 def test_gathered_bins_route_their_cotangent_by_readers_on_cpu(size, out, bins):
-  """Adaptive max bins that do not repeat are gathered; on CPU the chain derivative takes
-  the cotangent at each input's readers: no scatter, where the gather's transpose is a
-  scatter-add (72 -> 143 fwd+bwd 0.77x, benchmarks/README.md, "Adaptive max bins routed
-  by their readers"). ``bins="readers"`` where no axis repeats, else the other axes read
-  their periods. Accelerators keep the gather and its transpose. Ties and NaN go to
-  the first max, as PyTorch routes them."""
+  """Adaptive max bins onto more outputs than inputs that do not repeat and are wider
+  than ``FLOORS_MAX`` on some axis (100 -> 7: 15-16 elements) are gathered; on CPU the
+  chain derivative takes the cotangent at each input's readers: no scatter, where the
+  gather's transpose is a scatter-add (72 -> 143 fwd+bwd 0.77x, benchmarks/README.md,
+  "Adaptive max bins routed by their readers").
+  ``bins="readers"`` where no axis repeats, else the other axes read their periods.
+  Accelerators keep the gather and its transpose. Ties and NaN go to the first max, as
+  PyTorch routes them."""
   taps = tuple(bin_taps(n, o) for n, o in zip(size, out))
   assert planner.plan("max", taps, np.float32, planner.Target("cpu", True)).bins == bins
   for platform in ("gpu", "accelerator"):
@@ -549,6 +553,74 @@ def test_gathered_bins_route_their_cotangent_by_readers_on_cpu(size, out, bins):
   np.testing.assert_allclose(np.asarray(from_layout(dx, "channels_last"))[finite],
                              _routed(first, g, idx)[finite], rtol=1e-6, atol=1e-6)
   check_grads(f, (randn(np.random.default_rng(2), x.shape),), order=1, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("layout, size, out", [
+    ("channels_last", (9, 7), (13, 6)),
+    ("channels_last", (16, 13), (9, 5)),
+    ("channels_first", (11, 10), (7, 17)),
+    ("channels_last", (5, 6, 7), (7, 4, 9)),
+    ("channels_last", (10,), (13,)),
+])
+def test_narrow_adaptive_bins_are_read_as_floors_on_cpu(layout, size, out):
+  """Adaptive max bins at most ``FLOORS_MAX`` wide, ``FLOORS_READS_MAX`` elements per
+  output, are read on a lone CPU device as floors (:func:`jaxpool._engine.views.floor_take`):
+  no gather and no scatter in the values, the indices or the gradient, where the
+  gathers, their transposes and the chain's scatter-add took 1.2-6.7x as long
+  (benchmarks/README.md, "Adaptive bins read as floors"). Values and indices are
+  PyTorch's, with ties, NaN and integers; the cotangent goes to the first max. Wider
+  bins and SPMD targets keep their forms, accelerators the gather."""
+  taps = tuple(bin_taps(n, o) for n, o in zip(size, out))
+  for op in ("max", "indices"):
+    p = planner.plan(op, taps, np.float32, planner.Target("cpu", True))
+    assert (p.bins, p.backward) == ("floors", "chain"), p
+    assert planner.plan(op, taps, np.float32, planner.Target("cpu", False)).bins != "floors"
+    assert planner.plan(op, taps, np.float32, planner.Target("gpu", True)).bins is None
+  rng = np.random.default_rng(0)
+  first = ties(rng, (2, 3, *size))
+  first[1, 2, (0,) * len(size)] = np.nan
+  first[0, 1, size[0] // 2] = np.nan
+  x = to_layout(first, layout)
+
+  def f(v):
+    return jaxpool.adaptive_max_pool_with_indices(v, out, data_format=layout)
+
+  assert not _ops(_program(f, x, "cpu")) & {"gather", "scatter"}
+  assert not _ops(_program(_grad(f), x, "cpu")) & {"gather", "scatter"}
+  want, idx = ref.adaptive_max_pool_with_indices(first, out)
+  values, indices = f(x)
+  np.testing.assert_array_equal(from_layout(values, layout), want)
+  np.testing.assert_array_equal(from_layout(indices, layout), idx)
+  g = randn(np.random.default_rng(1), want.shape)
+  dx = jax.vjp(lambda v: f(v)[0], x)[1](to_layout(g, layout))[0]
+  finite = np.isfinite(want).reshape(6, -1).all(1).reshape(2, 3)
+  np.testing.assert_allclose(from_layout(dx, layout)[finite], _routed(first, g, idx)[finite],
+                             rtol=1e-6, atol=1e-6)
+  check_grads(lambda v: f(v)[0], (randn(np.random.default_rng(2), x.shape),), order=1,
+              modes=("fwd", "rev"))
+  ints = ties(rng, first.shape).astype(np.int32) * 1000
+  values, indices = f(to_layout(ints, layout))
+  want, idx = ref.adaptive_max_pool_with_indices(ints, out)
+  np.testing.assert_array_equal(from_layout(values, layout), want)
+  np.testing.assert_array_equal(from_layout(indices, layout), idx)
+
+
+@pytest.mark.parametrize("shape, out", [((4, 71, 71, 16), (104, 104)),
+                                        ((8, 64, 64, 64), (30, 30)),
+                                        ((2, 10, 10, 10, 16), (17, 17, 17))])
+def test_floors_stay_fused(shape, out):
+  """Fused too deep, XLA:CPU writes a floor take's broadcast (the input times the output
+  along the axis) to memory: 29-108x the input before the chain computed the cotangent
+  and each axis's max once between axes. Forward and forward+backward stay within 3x
+  their inputs and outputs."""
+  x = jax.ShapeDtypeStruct(shape, jnp.float32)
+  y = jax.eval_shape(lambda v: jaxpool.adaptive_max_pool(v, out), x)
+  budget = 3 * 4 * (math.prod(shape) + math.prod(y.shape))
+  for fn in (lambda v: jaxpool.adaptive_max_pool(v, out),
+             lambda v, g: jax.vjp(lambda u: jaxpool.adaptive_max_pool(u, out), v)[1](g)):
+    args = (x,) if fn.__code__.co_argcount == 1 else (x, y)
+    temp = jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+    assert temp <= budget, (temp, budget)
 
 
 FLOAT64_MAX_OPS = {  # the max/min family, windows over SMALL elements (JAX's rule in f32)
@@ -1065,12 +1137,17 @@ def test_chains_compute_each_axis_once_on_cpu_where_windows_share_elements():
 
 
 @pytest.mark.parametrize("name, shape, pool, backward, fence", [
-    # fewer outputs than inputs, bins read 2.6x on average: one scatter-add
+    # fewer outputs than inputs, bins over FLOORS_MAX wide: one scatter-add
+    ("adaptive 28->5", (2, 28, 28, 3), lambda v: jaxpool.adaptive_max_pool_with_indices(
+        v, (5, 5)), "chain_scatter", True),
+    # more outputs than inputs, bins over FLOORS_MAX wide on an axis: the chain, unfenced
+    ("adaptive 10x100->143x7", (2, 10, 100, 3),
+     lambda v: jaxpool.adaptive_max_pool_with_indices(v, (143, 7)), "chain", False),
+    # bins up to FLOORS_MAX wide, both ways: read as floors, the chain fenced
     ("adaptive 28->15", (2, 28, 28, 3), lambda v: jaxpool.adaptive_max_pool_with_indices(
-        v, (15, 15)), "chain_scatter", True),
-    # more outputs than inputs: the chain, unfenced
+        v, (15, 15)), "chain", True),
     ("adaptive 20->30", (2, 20, 20, 3), lambda v: jaxpool.adaptive_max_pool_with_indices(
-        v, (30, 30)), "chain", False),
+        v, (30, 30)), "chain", True),
     # regular windows wider than CHAIN_WINDOW_MAX: one scatter-add; up to it, the chain
     ("max 9x9/4", (2, 21, 21, 3), lambda v: jaxpool.max_pool_with_indices(v, (9, 9), 4),
      "chain_scatter", True),
@@ -1098,8 +1175,9 @@ def test_max_derivative_form_by_outputs_and_window(name, shape, pool, backward, 
   than ``CHAIN_WINDOW_MAX`` on an axis, padded ones at stride 1 and padded ones over 2+
   axes that read each element at most ``CHAIN_READS`` times; upsampling bins route by
   the chain without fences (benchmarks/README.md, "The max derivative off the sweep's
-  shapes", "Padded chain axes by segments"). Values, indices and gradient against the
-  reference."""
+  shapes", "Padded chain axes by segments"); bins read as floors by the chain, the
+  cotangent fenced between axes ("Adaptive bins read as floors"). Values, indices and
+  gradient against the reference."""
   x = ties(np.random.default_rng(0), shape)
   seen = []
   original = planner.plans
@@ -1459,8 +1537,10 @@ def test_cpu_sums_take_adaptive_bins_and_route_back_without_scatter():
   for platform in ("gpu", "accelerator"):
     assert planner.plan("sum", (narrow,), np.float32, planner.Target(platform, True)).bins \
         is None
-  # max/min: values by takes for narrow repeating bins only, the chain by their periods
-  assert planner.plan("max", (narrow,), np.float32, cpu).bins == "takes"
+  # max/min: values by takes for narrow repeating bins only, the chain by their periods,
+  # where they are not read as floors (over FLOORS_READS_MAX elements per output)
+  assert planner.plan("max", (narrow,), np.float32, cpu).bins == "floors"
+  assert planner.plan("max", (bin_taps(10, 4),) * 3, np.float32, cpu).bins == "takes"
   assert planner.routing("takes") == "periods"
   assert planner.plan("max", (bin_taps(56, 3),), np.float32, cpu).bins == "periods"
   # bins that do not repeat: gathered; a chain derivative would route them by readers
@@ -1495,18 +1575,19 @@ def test_bin_sum_derivatives_in_both_modes(rng, size, out):
     check_grads(f, (jnp.asarray(x),), order=2, modes=("fwd", "rev"))
 
 
-@pytest.mark.parametrize("size,out", [((7, 9), (10, 4)), ((28,), (12,))])
+@pytest.mark.parametrize("size,out", [((7, 10, 10), (10, 4, 4)), ((10, 10, 10), (4, 4, 4))])
 def test_max_values_by_takes_keep_the_first_max_and_nan(rng, size, out):
   """Max over narrow repeating bins by takes (values), with the chain reading their
-  periods (index, gradient): values, indices and gradient against the reference, NaN
-  propagated (XLA's elementwise max keeps it)."""
+  periods (index, gradient), where they are not read as floors (over
+  ``FLOORS_READS_MAX`` elements per output): values, indices and gradient against the
+  reference, NaN propagated (XLA's elementwise max keeps it)."""
   taps = tuple(bin_taps(n, o) for n, o in zip(size, out))
   axes = tuple(range(2, 2 + len(size)))
   x = ties(rng, (2, 3) + size)
   x[1, 0].flat[4] = np.nan
   want, want_idx = ref.adaptive_max_pool_with_indices(x, out)
   p = planner.plan("indices", taps, np.float32, planner.Target("cpu", True), size=x.size)
-  assert p.bins == "takes"
+  assert p.bins == "takes", p
   g = randn(rng, want.shape)
   (y, i), vjp = jax.vjp(lambda v: pool_with_indices(v, axes, taps, size, plan=p), x)
   np.testing.assert_array_equal(y, want)

@@ -24,6 +24,8 @@ from jaxpool._engine.views import (
   Windows,
   by_segments,
   expand,
+  floor_parts,
+  floor_take,
   from_periods,
   gathered,
   identity,
@@ -69,6 +71,14 @@ def _first_match_axis(x, y, axis: int, t: AxisTaps, kind: str, form: str) -> jax
         hit = hit & expand(real[:, j], y.ndim, axis, 1)
       off = jnp.where(hit, np.int32(j), off)
     return off
+  if form == "floors":
+    # no masks (a narrower bin's fill matches only an all-fill bin, at its offset 0 first);
+    # no compare for the last offset (some offset holds the max)
+    parts = floor_parts(x, axis, t, fill)
+    off = jnp.full(y.shape, np.int32(len(parts) - 1), jnp.int32)
+    for j in reversed(range(len(parts) - 1)):
+      off = jnp.where(_matches(parts[j], y), np.int32(j), off)
+    return off
   if form == "periods":
     offs = []
     for parts, yb in zip(period_slices(x, axis, t), in_periods(y, axis, t)):
@@ -91,6 +101,9 @@ def _select_axis(e, off, axis: int, t: AxisTaps, form: str) -> jax.Array:
     return by_segments(axis, t, lambda ins, outs, st: _select_axis(
         ins[0], outs[0], axis, st, "slices"), [e], [off])
   zero = np.zeros((), e.dtype)
+  if form == "floors":
+    return functools.reduce(lax.add, [jnp.where(off == j, part, zero)
+                                      for j, part in enumerate(floor_parts(e, axis, t, zero))])
   if form == "periods":  # a sum of masked slices: its transpose pads, no scatter
     return from_periods([functools.reduce(lax.add, [
         jnp.where(ob == k, part, zero) for k, part in enumerate(parts)])
@@ -122,14 +135,16 @@ def select_chain(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps], ki
   axes per segment (the plan's ``segments``).
   """
   extras = list(extras)
+  first = next((a for a, t in zip(axes, taps) if not t.identity), None)
   for axis, t in reversed(list(zip(axes, taps))):
     if t.identity:
       continue
     form = planner.axis_form(t, planner.routing(bins), segments)
-    y = _once(reduce_axis(x, axis, t, kind, form, fold), fence)
+    once = fence and form != "floors"
+    y = _once(reduce_axis(x, axis, t, kind, form, fold), once)
     off = _first_match_axis(x, y, axis, t, kind, form)
-    extras = [_once(_select_axis(e, off, axis, t, form), fence) for e in extras]
-    x = y
+    extras = [_once(_select_axis(e, off, axis, t, form), once) for e in extras]
+    x = _once(y, fence and form == "floors" and axis != first)
   return x, extras
 
 
@@ -373,6 +388,8 @@ def _least_index_axis(x, y, idx, axis: int, t: AxisTaps, kind: str, form: str) -
   if form == "slices":
     w = Windows(x.ndim, (axis,), (t,))
     return least(w.slices(x, fill), w.slices(idx, _NO_INDEX), y)
+  if form == "floors":
+    return least(floor_parts(x, axis, t, fill), floor_parts(idx, axis, t, _NO_INDEX), y)
   if form == "periods":
     return from_periods([least(px, pi, yb) for px, pi, yb in zip(
         period_slices(x, axis, t), period_slices(idx, axis, t), in_periods(y, axis, t))], axis)
@@ -398,6 +415,24 @@ def _readers_back(g, off, axis: int, t: AxisTaps) -> jax.Array:
   return dx
 
 
+def _floors_back(g, off, axis: int, t: AxisTaps) -> jax.Array:
+  """Transpose of :func:`_select_axis` over adaptive bins read as floors
+  (:func:`~jaxpool._engine.plan.floors`): as :func:`_readers_back`, but input ``i``'s
+  ``k``-th reader, output ``i * out // size + k``, is read by
+  :func:`~jaxpool._engine.views.floor_take` (no gather)."""
+  _, at, real = readers(t)
+  at = np.where(real, at, t.window)  # no offset: past the end, or not a reader
+  zero = np.zeros((), g.dtype)
+  dx = None
+  for k in range(at.shape[1]):
+    reader = functools.partial(floor_take, axis=axis, n=t.size, step=t.out, div=t.size,
+                               offset=k * t.size)
+    hit = reader(off, fill=0) == expand(at[:, k], off.ndim, axis, 1)
+    term = jnp.where(hit, reader(g, fill=zero), zero)
+    dx = term if dx is None else dx + term
+  return dx
+
+
 def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
                bins: str | None = None, fold: str | None = None) -> jax.Array:
   """VJP of :func:`select_chain`'s values: route ``g`` back one axis at a time.
@@ -406,10 +441,14 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
   its cotangent with one-axis phase planes (:func:`planes_back`), the reshape and gather
   axes with the transpose of their select, except that adaptive axes read by a gather
   take the cotangent at each input's readers (:func:`_readers_back`) where ``bins`` names
-  a form other than the gather (CPU plans). (JAX's transpose of the whole chain pads
-  every slice's cotangent with interior padding.)
+  a form other than the gather (CPU plans), and axes read as floors by
+  :func:`_floors_back`. (JAX's transpose of the whole chain pads every slice's cotangent
+  with interior padding.) ``fence``: for floors axes, the cotangent between axes is
+  computed once instead of their max and offsets (fused, XLA:CPU materialized a
+  broadcast the size of the input times the output along the axis).
   """
   steps = []
+  first = next((a for a, t in zip(axes, taps) if not t.identity), None)
   for axis, t in reversed(list(zip(axes, taps))):
     if t.identity:
       continue
@@ -420,15 +459,20 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
       y = reduce_window(x, (axis,), (t,), kind, fold)
       off = offsets(x, y, (axis,), (t,), kind, planner.offsets_form((t,)))
     else:
-      y = _once(reduce_axis(x, axis, t, kind, form, fold), fence)
-      off = _once(_first_match_axis(x, y, axis, t, kind, form), fence)
+      y = _once(reduce_axis(x, axis, t, kind, form, fold), fence and form != "floors")
+      off = _once(_first_match_axis(x, y, axis, t, kind, form), fence and form != "floors")
+      y = _once(y, fence and form == "floors" and axis != first)
     steps.append((axis, t, form, x, off))
     x = y
-  for axis, t, form, xa, off in reversed(steps):
+  for i, (axis, t, form, xa, off) in enumerate(reversed(steps)):
     if form == "slices":
       g = planes_back(Windows(g.ndim, (axis,), (t,)), g, off)
     elif form == "gather" and not t.regular and bins not in (None, "gather"):
       g = _readers_back(g, off, axis, t)
+    elif form == "floors":
+      g = _floors_back(g, off, axis, t)
+      if fence and i < len(steps) - 1:
+        g = computed_once(g, off)
     else:
       g = transpose(functools.partial(_select_axis, off=off, axis=axis, t=t, form=form),
                     xa, g)

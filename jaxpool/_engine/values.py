@@ -17,6 +17,7 @@ from jaxpool._engine import plan as planner
 from jaxpool._engine.views import (
   Windows,
   by_segments,
+  floor_parts,
   from_periods,
   identity,
   interleave,
@@ -76,11 +77,13 @@ def reduce_axis(x: jax.Array, axis: int, t: AxisTaps, kind: str, form: str,
                 fold: str | None = None) -> jax.Array:
   """One axis reduced through the view :func:`~jaxpool._engine.plan.axis_form` names
   (``fold``: see :func:`reduce_axes`; ``"takes"``: one take per bin offset, combined;
-  sums by :func:`bin_sum`)."""
+  sums by :func:`bin_sum`; ``"floors"``: max/min of :func:`floor_parts`)."""
   fill = identity(kind, x.dtype)
   if form == "tiles":
     return by_segments(axis, t, lambda ins, outs, st: reduce_axis(
         ins[0], axis, st, kind, "slices"), [x])
+  if form == "floors":
+    return functools.reduce(COMBINE[kind], floor_parts(x, axis, t, fill))
   if form == "takes":
     if kind == "sum":
       return bin_sum(x, axis, t)

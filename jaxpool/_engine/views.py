@@ -218,6 +218,47 @@ def readers(t: AxisTaps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   return outs, offsets, mask
 
 
+def floor_take(x: jax.Array, axis: int, n: int, step: int, div: int, offset: int,
+               fill) -> jax.Array:
+  """``x`` at positions ``(step * o + offset) // div`` for ``o < n`` along ``axis``,
+  without a gather: ``x`` repeated ``div`` times along ``axis`` (a broadcast, which XLA
+  fuses into the reader), then one strided slice. Positions past ``x``'s end read
+  ``fill``. Adaptive bins (:func:`~jaxpool._engine.plan.floors`) and their readers are
+  such positions."""
+  first, rows = offset // div, ((n - 1) * step + offset) // div + 1
+  offset -= first * div
+  size = x.shape[axis]
+  if rows > size:
+    config = [(0, 0, 0)] * x.ndim
+    config[axis] = (0, rows - size, 0)
+    x = lax.pad(x, np.asarray(fill, x.dtype), config)
+  if first or rows < size:
+    x = lax.slice_in_dim(x, first, rows, axis=axis)
+  rows -= first
+  if div > 1:
+    shape = x.shape
+    x = jnp.broadcast_to(jnp.expand_dims(x, axis + 1), shape[:axis + 1] + (div,) + shape[axis + 1:])
+    x = x.reshape(shape[:axis] + (rows * div,) + shape[axis + 1:])
+  return lax.slice_in_dim(x, offset, offset + (n - 1) * step + 1, step, axis=axis)
+
+
+def floor_parts(x: jax.Array, axis: int, t: AxisTaps, fill) -> list[jax.Array]:
+  """Adaptive bins (:func:`~jaxpool._engine.plan.floors`) along ``axis``, one
+  ``(..., out, ...)`` part per bin offset ``j``, ``fill`` where the bin is narrower: bin
+  ``o`` starts at ``o * size // out``, so offset ``j`` reads ``(o * size + j * out) //
+  out`` (:func:`floor_take`); the last offset reads each bin's last element, ``((o + 1) *
+  size - 1) // out``, which needs no padding past the input's end."""
+  widths = np.asarray(t.widths)
+  parts = []
+  for j in range(t.window):
+    offset = t.size - 1 if j == t.window - 1 else j * t.out
+    part = floor_take(x, axis, t.out, t.size, t.out, offset, fill)
+    if not (widths > j).all():
+      part = jnp.where(expand(widths > j, x.ndim, axis, 1), part, np.asarray(fill, x.dtype))
+    parts.append(part)
+  return parts
+
+
 def period_slices(x: jax.Array, axis: int, t: AxisTaps) -> list[list[jax.Array]]:
   """Repeating bins (:func:`~jaxpool._engine.plan.period`) by slices: ``x`` viewed as
   ``(..., groups, elements, ...)`` along ``axis``, and per bin of one period the
