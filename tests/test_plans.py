@@ -571,8 +571,12 @@ def test_narrow_adaptive_bins_are_read_as_floors_on_cpu(layout, size, out):
   PyTorch's, with ties, NaN and integers; the cotangent goes to the first max. Wider
   bins and SPMD targets keep their forms, accelerators the gather."""
   taps = tuple(bin_taps(n, o) for n, o in zip(size, out))
+  cpu = planner.Target("cpu", True)
+  if len(size) > 1:  # the index chain reduces the minor axis last only when it is pooled
+    assert planner.plan("indices", taps, np.float32, cpu, inner=3).order is None
+    assert planner.plan("indices", taps, np.float32, cpu, inner=1).order == "minor_last"
   for op in ("max", "indices"):
-    p = planner.plan(op, taps, np.float32, planner.Target("cpu", True))
+    p = planner.plan(op, taps, np.float32, cpu)
     assert (p.bins, p.backward) == ("floors", "chain"), p
     assert planner.plan(op, taps, np.float32, planner.Target("cpu", False)).bins != "floors"
     assert planner.plan(op, taps, np.float32, planner.Target("gpu", True)).bins is None

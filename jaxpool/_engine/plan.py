@@ -514,13 +514,16 @@ def _cpu_plan(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   # a chain's flat index reduces the last pooled axis last where that axis is the minor
   # one (channels_first), and where the windows read no padding and at most
   # MINOR_LAST_INNER_MAX elements follow the pooled axes (benchmarks/README.md, "Chain
-  # order", "Chain order and padded blocks")
+  # order", "Chain order and padded blocks"); over bins read as floors, only where the
+  # last pooled axis is the minor one (0.42-0.55x without elsewhere, channels_first
+  # 3.7x; "Adaptive bins read as floors")
   pooled = sum(not t.identity for t in taps)
   chained = p.backward == "chain_scatter" or p.indices == "chain"
   if chained and any(axis_form(t, routing(p.bins), True) == "tiles" for t in taps):
     p = dataclasses.replace(p, segments=True)
-  if chained and pooled >= 2 and (inner == 1 or (0 < inner <= MINOR_LAST_INNER_MAX and all(
-      map(reads_no_padding, taps)))):
+  if chained and pooled >= 2 and (inner == 1 or (
+      0 < inner <= MINOR_LAST_INNER_MAX and p.bins != "floors"
+      and all(map(reads_no_padding, taps)))):
     return dataclasses.replace(p, order="minor_last")
   # blocks over 2+ axes with many elements after them: their first-match offsets by a
   # float32 min, which XLA:CPU reduces faster than int32 there, except for windows of
