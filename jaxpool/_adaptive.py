@@ -31,9 +31,7 @@ from jaxpool._engine import select_pool, sum_pool
 @functools.cache
 def bin_taps(size: int, out: int) -> geo.AxisTaps:
   """The taps of ``out`` adaptive bins over an axis of length ``size``."""
-  i = np.arange(out)
-  starts = (i * size) // out
-  ends = -((-(i + 1) * size) // out)
+  starts, ends = geo.adaptive_bounds(size, out)
   widths = ends - starts
   steps = np.diff(starts)
   if out == 1 or ((widths == widths[0]).all() and (steps == steps[0]).all() and steps[0] > 0):

@@ -130,6 +130,14 @@ def layout(fn: str, shape: Sequence[int], num_spatial: int, data_format: Any) ->
 # ----------------------------------------------------------------------------- taps
 
 
+def adaptive_bounds(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+  """PyTorch's adaptive bins of an axis of ``size`` into ``out``: bin ``o`` reads
+  ``[starts[o], ends[o])``, ``starts = o * size // out``, ``ends = ceil((o + 1) * size /
+  out)``."""
+  o = np.arange(out)
+  return (o * size) // out, -((-(o + 1) * size) // out)
+
+
 @dataclasses.dataclass(frozen=True)
 class AxisTaps:
   """Which input positions each output position reads along one spatial axis.

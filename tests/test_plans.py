@@ -566,7 +566,7 @@ def test_narrow_adaptive_bins_are_read_as_floors_on_cpu(layout, size, out):
   """Adaptive max bins at most ``FLOORS_MAX`` wide, ``FLOORS_READS_MAX`` elements per
   output, are read on a lone CPU device as floors (:func:`jaxpool._engine.views.floor_take`):
   no gather and no scatter in the values, the indices or the gradient, where the
-  gathers, their transposes and the chain's scatter-add took 1.2-6.7x as long
+  gathers, their transposes and the chain's scatter-add took 1.1-8x as long
   (benchmarks/README.md, "Adaptive bins read as floors"). Values and indices are
   PyTorch's, with ties, NaN and integers; the cotangent goes to the first max. Wider
   bins and SPMD targets keep their forms, accelerators the gather."""

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpool._geometry import AxisTaps
+from jaxpool._geometry import AxisTaps, adaptive_bounds
 
 # Thresholds, each named once.
 SMALL = 9          # window elements always served by tiled slices (3x3 and below)
@@ -360,9 +360,7 @@ def floors(t: AxisTaps) -> bool:
   broadcast and a strided slice read (:func:`~jaxpool._engine.views.floor_take`)."""
   if t.regular or t.window > FLOORS_MAX:
     return False
-  o = np.arange(t.out)
-  starts = o * t.size // t.out
-  ends = -(-(o + 1) * t.size // t.out)
+  starts, ends = adaptive_bounds(t.size, t.out)
   return bool((np.asarray(t.starts) == starts).all()
               and (np.asarray(t.widths) == ends - starts).all())
 
@@ -584,9 +582,10 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
                              for t in irregular)
   # adaptive bins up to FLOORS_MAX wide and FLOORS_READS_MAX elements per output: read as
   # floors (no gather), the cotangent routed by the chain at each input's readers (no
-  # scatter-add): forward+backward 0.14-0.84x, forward 0.22-1.2x (benchmarks/README.md,
-  # "Adaptive bins read as floors"). A lone device only: the fences keep XLA:CPU from
-  # writing a floor take's broadcast to memory; wider bins lost (64 -> 5: 1.9x)
+  # scatter-add): forward+backward 0.12-0.89x, forward 0.27-0.63x where the bins were
+  # gathered, 0.75-1.19x where they repeat (benchmarks/README.md, "Adaptive bins read as
+  # floors"). A lone device only: the fences keep XLA:CPU from writing a floor take's
+  # broadcast to memory; wider bins wrote it or lost (64 -> 5: 1.9x)
   floored = (target.lone and irregular and all(map(floors, irregular))
              and math.prod(t.window for t in irregular) <= FLOORS_READS_MAX)
   if floored:

@@ -443,9 +443,9 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
   take the cotangent at each input's readers (:func:`_readers_back`) where ``bins`` names
   a form other than the gather (CPU plans), and axes read as floors by
   :func:`_floors_back`. (JAX's transpose of the whole chain pads every slice's cotangent
-  with interior padding.) ``fence``: for floors axes, the cotangent between axes is
-  computed once instead of their max and offsets (fused, XLA:CPU materialized a
-  broadcast the size of the input times the output along the axis).
+  with interior padding.) ``fence``: for floors axes, the max the next axis reads and
+  the cotangent between axes are computed once, not the offsets (fused deeper, XLA:CPU
+  wrote a broadcast the size of the input times the output along the axis).
   """
   steps = []
   first = next((a for a, t in zip(axes, taps) if not t.identity), None)
@@ -459,8 +459,9 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
       y = reduce_window(x, (axis,), (t,), kind, fold)
       off = offsets(x, y, (axis,), (t,), kind, planner.offsets_form((t,)))
     else:
-      y = _once(reduce_axis(x, axis, t, kind, form, fold), fence and form != "floors")
-      off = _once(_first_match_axis(x, y, axis, t, kind, form), fence and form != "floors")
+      once = fence and form != "floors"
+      y = _once(reduce_axis(x, axis, t, kind, form, fold), once)
+      off = _once(_first_match_axis(x, y, axis, t, kind, form), once)
       y = _once(y, fence and form == "floors" and axis != first)
     steps.append((axis, t, form, x, off))
     x = y
