@@ -398,37 +398,26 @@ def _least_index_axis(x, y, idx, axis: int, t: AxisTaps, kind: str, form: str) -
   return jnp.min(jnp.where(hit, ids, _NO_INDEX), axis=axis + 1)
 
 
-def _readers_back(g, off, axis: int, t: AxisTaps) -> jax.Array:
-  """Transpose of :func:`_select_axis` over adaptive bins read by a gather: each input
-  position sums the cotangent of the bins that read it (:func:`readers`, a few per
-  position) where their first max lies on it. Static takes of ``g`` and ``off``; the
-  gather's own transpose is a scatter-add, serial on XLA:CPU."""
+def _readers_back(g, off, axis: int, t: AxisTaps, floors: bool = False) -> jax.Array:
+  """Transpose of :func:`_select_axis` over adaptive bins: each input position sums the
+  cotangent of the bins that read it (:func:`readers`, a few per position) where their
+  first max lies on it. ``g`` and ``off`` are read at each input's ``k``-th reader by a
+  static take (bins read by a gather, whose own transpose is a scatter-add, serial on
+  XLA:CPU) or, with ``floors``, by :func:`~jaxpool._engine.views.floor_take` (that
+  reader is output ``i * out // size + k``, :func:`~jaxpool._engine.plan.floors`)."""
   outs, at, real = readers(t)
-  zero = np.zeros((), g.dtype)
-  dx = None
-  for k in range(outs.shape[1]):
-    hit = jnp.take(off, outs[:, k], axis=axis) == expand(at[:, k], off.ndim, axis, 1)
-    if not real[:, k].all():
-      hit = hit & expand(real[:, k], off.ndim, axis, 1)
-    term = jnp.where(hit, jnp.take(g, outs[:, k], axis=axis), zero)
-    dx = term if dx is None else dx + term
-  return dx
-
-
-def _floors_back(g, off, axis: int, t: AxisTaps) -> jax.Array:
-  """Transpose of :func:`_select_axis` over adaptive bins read as floors
-  (:func:`~jaxpool._engine.plan.floors`): as :func:`_readers_back`, but input ``i``'s
-  ``k``-th reader, output ``i * out // size + k``, is read by
-  :func:`~jaxpool._engine.views.floor_take` (no gather)."""
-  _, at, real = readers(t)
-  at = np.where(real, at, t.window)  # no offset: past the end, or not a reader
+  at = np.where(real, at, t.window)  # no offset: not a reader (or past the end)
   zero = np.zeros((), g.dtype)
   dx = None
   for k in range(at.shape[1]):
-    reader = functools.partial(floor_take, axis=axis, n=t.size, step=t.out, div=t.size,
-                               offset=k * t.size)
-    hit = reader(off, fill=0) == expand(at[:, k], off.ndim, axis, 1)
-    term = jnp.where(hit, reader(g, fill=zero), zero)
+    if floors:
+      def reader(a, fill, k=k):
+        return floor_take(a, axis, t.size, t.out, t.size, k * t.size, fill)
+    else:
+      def reader(a, fill, k=k):
+        return jnp.take(a, outs[:, k], axis=axis)
+    hit = reader(off, 0) == expand(at[:, k], off.ndim, axis, 1)
+    term = jnp.where(hit, reader(g, zero), zero)
     dx = term if dx is None else dx + term
   return dx
 
@@ -441,9 +430,9 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
   its cotangent with one-axis phase planes (:func:`planes_back`), the reshape and gather
   axes with the transpose of their select, except that adaptive axes read by a gather
   take the cotangent at each input's readers (:func:`_readers_back`) where ``bins`` names
-  a form other than the gather (CPU plans), and axes read as floors by
-  :func:`_floors_back`. (JAX's transpose of the whole chain pads every slice's cotangent
-  with interior padding.) ``fence``: for floors axes, the max the next axis reads and
+  a form other than the gather (CPU plans), and axes read as floors the same way.
+  (JAX's transpose of the whole chain pads every slice's cotangent with interior
+  padding.) ``fence``: for floors axes, the max the next axis reads and
   the cotangent between axes are computed once, not the offsets (fused deeper, XLA:CPU
   wrote a broadcast the size of the input times the output along the axis).
   """
@@ -471,7 +460,7 @@ def chain_back(x, axes, taps, kind: str, g, fence: bool = False,
     elif form == "gather" and not t.regular and bins not in (None, "gather"):
       g = _readers_back(g, off, axis, t)
     elif form == "floors":
-      g = _floors_back(g, off, axis, t)
+      g = _readers_back(g, off, axis, t, floors=True)
       if fence and i < len(steps) - 1:
         g = computed_once(g, off)
     else:
