@@ -437,8 +437,9 @@ def test_cuda_reduces_large_blocks(name):
     ((2, 4, 16, 16, 32), (4, 16, 16), True),
 ])
 def test_blocks_take_float32_offsets_on_cpu(shape, window, f32):
-  """On CPU the first-match offsets of non-overlapping windows over 2+ axes with at
-  least ``F32_OFFSETS_INNER_MIN`` elements after them are reduced as float32
+  """On CPU with several devices (a lone one finds them by a select chain, below) the
+  first-match offsets of non-overlapping windows over 2+ axes with at least
+  ``F32_OFFSETS_INNER_MIN`` elements after them are reduced as float32
   (``match_blocks_f32``: 2x2/2 max fwd+bwd 0.68-0.90x, bf16 0.50-0.67x, 12x12 to whole
   56x56 axes 0.54-0.84x the int32 reduce), except windows of 10-100 elements; over one
   axis or a short minor run the int32 reduce stays (float32 measured 1.4-2.2x slower
@@ -447,8 +448,11 @@ def test_blocks_take_float32_offsets_on_cpu(shape, window, f32):
   layout = "channels_first" if shape[1] == 64 and len(shape) == 4 else "channels_last"
   _, taps = geo.window_geometry("max_pool", shape, window, None, 0, 1, False, layout)
   inner = 1 if layout == "channels_first" else shape[-1]
-  residual = {k: planner.plan("max", taps, np.float32, planner.Target(k, True), size=64,
-                              inner=inner).residual for k in ("cpu", "gpu", "accelerator")}
+  target = {"cpu": planner.Target("cpu", False), "gpu": planner.Target("gpu", True),
+            "accelerator": planner.Target("accelerator", True)}
+  plans = {k: planner.plan("max", taps, np.float32, t, size=64, inner=inner)
+           for k, t in target.items()}
+  residual = {k: p.residual for k, p in plans.items()}
   assert residual["cpu"] == ("match_blocks_f32" if f32 else "match_blocks")
   assert residual["gpu"] != "match_blocks_f32" and residual["accelerator"] is None
   if f32:
@@ -456,13 +460,73 @@ def test_blocks_take_float32_offsets_on_cpu(shape, window, f32):
     x.flat[5] = np.nan
     g = randn(np.random.default_rng(1), (shape[0], *(n // k for n, k in
                                                      zip(shape[1:-1], window)), shape[-1]))
-    fn = functools.partial(jaxpool.max_pool, window_shape=window)
+    axes = tuple(range(1, len(shape) - 1))
+    def fn(v):
+      return select_pool(v, axes, taps, "max", plan=plans["cpu"])
     y, vjp = jax.vjp(fn, jnp.asarray(x))
     first, gf = from_layout(x, "channels_last"), from_layout(g, "channels_last")
     np.testing.assert_array_equal(from_layout(y, "channels_last"),
                                   ref.max_pool(first, window, window, 0))
     want = ref.max_pool_grad(first, gf, window, window, 0)
     np.testing.assert_array_equal(from_layout(vjp(g)[0], "channels_last"), want)
+
+
+@pytest.mark.parametrize("shape, window, strides, residual", [
+    ((2, 12, 12, 8), (4, 4), None, "match_slices"),
+    ((2, 20, 22, 3), (10, 10), None, "match_slices"),      # a crop of the input's end
+    ((2, 21, 23, 4), (5, 5), (6, 7), "match_slices"),      # gaps between windows
+    ((2, 4, 12, 12, 4), (2, 3, 3), None, "match_slices"),  # 3-D
+    ((2, 56, 56, 4), (28, 28), None, "match_chain"),       # over MATCH_MAX elements
+])
+def test_blocks_find_their_offsets_by_a_select_chain_on_cpu(shape, window, strides,
+                                                            residual):
+  """On a lone CPU device the max/min derivative of unpadded non-overlapping windows
+  over 2+ axes, float32/64, with more than one element after the pooled axes, finds
+  each window's first-max offset by a select chain computed once (fenced): over every
+  offset up to ``MATCH_MAX`` elements, over the last window axis beyond (its earlier
+  axes folded). XLA:CPU's reduce over the window axes took up to 5x as long
+  (benchmarks/README.md, "The offsets of blocks by a select chain"), so the gradient
+  program holds no reduce. Values and gradient equal the reference with ties, NaN and
+  an all ``-inf`` window; forward and reverse mode agree with finite differences.
+  channels_first, 16-bit input, one pooled axis, padded windows, a last window axis
+  over ``CHAINED_MATCH_MAX`` and several devices keep their forms."""
+  _, taps = geo.window_geometry("max_pool", shape, window, strides, 0, 1, False,
+                                "channels_last")
+  cpu, size = planner.Target("cpu", True), math.prod(shape)
+  p = planner.plan("max", taps, np.float32, cpu, size=size, inner=shape[-1])
+  assert (p.residual, p.backward, p.fence) == (residual, "block", True), p
+  chains = {"match_slices", "match_chain"}
+  assert planner.plan("min", taps, np.float64, cpu, size=size, inner=2).residual == residual
+  for kept in (planner.plan("max", taps, np.float32, planner.Target("cpu", False), size=size,
+                            inner=shape[-1]),
+               planner.plan("max", taps, np.float32, cpu, size=size, inner=1),
+               planner.plan("max", taps, jnp.bfloat16, cpu, size=size, inner=shape[-1])):
+    assert kept.residual not in chains, kept
+  for kept_shape, kept_window, padding in (((2, 16, 8), (4,), 0), ((2, 12, 12, 8), (4, 4), 1),
+                                           ((2, 70, 70, 4), (70, 70), 0)):
+    _, t = geo.window_geometry("max_pool", kept_shape, kept_window, None, padding, 1, False,
+                               "channels_last")
+    kept = planner.plan("max", t, np.float32, cpu, size=64, inner=kept_shape[-1])
+    assert kept.residual not in chains, kept
+  rng = np.random.default_rng(0)
+  first = ties(rng, (shape[0], shape[-1], *shape[1:-1]))
+  first[1, 2, (0,) * (len(shape) - 2)] = np.nan
+  first[0, 1][tuple(slice(0, k) for k in window)] = -np.inf  # an all -inf window
+  x = to_layout(first, "channels_last")
+  strides = strides or window
+
+  def f(v):
+    return jaxpool.max_pool(v, window, strides)
+
+  assert "reduce" not in _ops(_program(_grad(f), x, "cpu"))
+  want, idx = ref.max_pool_with_indices(first, window, strides, 0, 1, False)
+  g = randn(np.random.default_rng(1), want.shape)
+  y, vjp = jax.vjp(f, jnp.asarray(x))
+  np.testing.assert_array_equal(from_layout(y, "channels_last"), want)
+  gl = to_layout(g, "channels_last")
+  np.testing.assert_allclose(from_layout(vjp(gl)[0], "channels_last"),
+                             _routed_last(x, gl, idx), rtol=1e-6, atol=1e-6)
+  check_grads(f, (randn(np.random.default_rng(2), x.shape),), order=1, modes=("fwd", "rev"))
 
 
 def test_period_of_adaptive_bins():

@@ -63,8 +63,8 @@ MINOR_LAST_INNER_MAX = 128  # elements after the pooled axes for a minor-last ch
 
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
-RESIDUALS = ("match_blocks", "match_blocks_f32", "match_stacked", "match_slices", "match_real",
-             "first_max", "first_max_tiled", "input")
+RESIDUALS = ("match_blocks", "match_blocks_f32", "match_chain", "match_stacked", "match_slices",
+             "match_real", "first_max", "first_max_tiled", "input")
 BACKWARDS = ("jax", "block", "planes", "axis_planes", "scatter", "chain", "chain_scatter")
 INDICES = ("block", "block_match", "block_chain", "match", "first_max", "first_max_tiled", "chain")
 UNPOOLS = ("scatter", "check_select", "select")
@@ -92,7 +92,9 @@ class Plan:
     residual: what the max/min derivative keeps: window offsets of each first max
       (``"match_*"`` compare against the max, ``"first_max*"`` run a compare chain,
       ``_tiled`` per tile; ``"match_blocks_f32"`` reduces the blocks' offset ids as
-      float32, exact below 2**24) or ``"input"`` (the chain recomputes them).
+      float32, exact below 2**24; ``"match_chain"`` matches the blocks' last window axis
+      by a select chain and folds the earlier ones) or ``"input"`` (the chain
+      recomputes them).
     backward: the derivative: ``"jax"`` (JAX's own rule for what ``values`` emits: no
       custom rule), ``"block"`` (a reshape's transpose), ``"planes"`` (stride-phase
       planes of pads and selects), ``"axis_planes"`` (a sum's phase planes one axis
@@ -139,9 +141,11 @@ class Plan:
       there the fenced results outweigh the recompute); the flat indices a scatter
       reads (the ``scatter`` backward, unpool's ``scatter``), instead of the compare
       chain that makes them being recomputed inside the serial scatter loop; the
-      offsets the phase planes read, where the windows read no padding and the
-      residual is ``"match_slices"`` (a select chain; stacked, XLA:CPU splits 9 or more
-      offsets into one fusion per offset, each recomputing the max); for axes read as
+      offsets the phase planes or the block derivative read, where the windows read
+      no padding and the residual is ``"match_slices"`` or ``"match_chain"`` (a select
+      chain; stacked, XLA:CPU splits 9 or more offsets into one fusion per offset, each
+      recomputing the max; unfenced, it fuses the chain into every element the block
+      derivative writes); for axes read as
       floors (``bins="floors"``), each axis's max that the next axis reads and the
       cotangent between axes, not the offsets (fused deeper, XLA:CPU wrote a floor
       take's broadcast, the input times the output along the axis, to memory). A lone
@@ -601,7 +605,8 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
                                        and not (backward == "chain" and _upsamples(taps))
                                        or backward == "scatter"
                                        or residual == "match_slices"
-                                       and all(map(unpadded, taps))))
+                                       and all(map(unpadded, taps))
+                                       or residual == "match_chain"))
   if op != "indices":
     # padded blocks over JOINT_MAX elements over 2+ axes with REAL_BINS_INNER_MIN or more
     # elements after them: values by the bins of their real elements (forward
@@ -688,7 +693,11 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
   unpadded ones for 16-bit input, or with at most ``BLOCK_BACK_INNER_MAX`` elements
   after the pooled axes (with more, the chain's indices and a scatter-add measured
   faster); larger padded ones (``ceil_mode`` overhang included) on a lone device (the
-  chain took up to 1.9x there: benchmarks/README.md, "Chain order and padded blocks")."""
+  chain took up to 1.9x there: benchmarks/README.md, "Chain order and padded blocks").
+  Unpadded ones may find their offsets by a select chain (:func:`_chained_offsets`)."""
+  chained = _chained_offsets(taps, address, sixteen, inner)
+  if chained:
+    return chained, "block"
   if joint(taps):
     if blocked(taps):
       return "match_blocks", "block"
@@ -713,6 +722,22 @@ def _cpu_select_derivative(taps, address, sixteen=False, inner=0) -> tuple[str, 
   if _chain_scatters(taps) and address == "flat":
     return "input", "chain_scatter"
   return "input", "chain"
+
+
+def _chained_offsets(taps, address, sixteen, inner) -> str | None:
+  """The residual of unpadded non-overlapping windows over 2+ axes found by a select
+  chain, computed once, on a lone device (``address="flat"``), float32/64, with more
+  than one element after the pooled axes: over every offset (``"match_slices"``, up to
+  ``MATCH_MAX`` elements) or over the last window axis (``"match_chain"``, up to
+  ``CHAINED_MATCH_MAX`` positions); ``None`` elsewhere. XLA:CPU's reduce over the
+  window axes took up to 5x the chain (benchmarks/README.md, "The offsets of blocks by
+  a select chain"; channels_first and 16-bit input were mixed there)."""
+  if not (_dense_blocks(taps) and address == "flat" and not sixteen and inner > 1
+          and sum(not t.identity for t in taps) >= 2):
+    return None
+  if math.prod(t.window for t in taps) <= MATCH_MAX:
+    return "match_slices"
+  return "match_chain" if taps[-1].window <= CHAINED_MATCH_MAX else None
 
 
 def _canonical_plan(op, taps, dtype) -> Plan:
@@ -860,8 +885,11 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
               "non-overlapping windows by folds (JAX's max rule splits ties)")
   if p.values == "blocks" and not (regular and blocked(taps)):
     return "values='blocks' needs non-overlapping undilated windows"
-  blocks_residual = p.residual in ("match_blocks", "match_blocks_f32")
-  if p.residual not in (None, "input") and not blocks_residual and not joint(taps):
+  blocks_residual = p.residual in ("match_blocks", "match_blocks_f32", "match_chain")
+  matched_blocks = (p.residual == "match_slices" and regular and blocked(taps)
+                    and math.prod(t.window for t in taps) <= MATCH_MAX)
+  if (p.residual not in (None, "input") and not blocks_residual and not matched_blocks
+      and not joint(taps)):
     return f"residual={p.residual!r} needs regular windows of at most {JOINT_MAX} elements"
   if blocks_residual and not (regular and blocked(taps)):
     return f"residual={p.residual!r} needs non-overlapping undilated windows"

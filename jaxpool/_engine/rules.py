@@ -162,10 +162,10 @@ def _select_backward(x, operands, y, axes, taps, kind, p):
     return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
                              address=p.address)
   off = offsets(x, y, axes, taps, kind, p.residual)
-  if p.backward == "block":
-    return lambda g: block_back(w, g, off, x)
   if p.fence:
     off = computed_once(off, y)
+  if p.backward == "block":
+    return lambda g: block_back(w, g, off, x)
   return functools.partial(planes_back, w, off=off)
 
 

@@ -155,7 +155,9 @@ def _match(w: Windows, x, y, kind: str, form: str) -> jax.Array:
   """Row-major offset id of the first window element equal to ``y`` (or NaN).
 
   ``match_blocks``: over the reshape view, padding masked (``match_blocks_f32``: the
-  ids reduced as float32, which XLA:CPU reduces faster than int32). ``match_stacked``: a reduce
+  ids reduced as float32, which XLA:CPU reduces faster than int32; ``match_chain``: the
+  last window axis by a select chain, the earlier ones folded, :func:`_least_matching`).
+  ``match_stacked``: a reduce
   over the stacked offsets of unpadded windows (a bool temp of window x output, which
   XLA:CPU materializes once instead of recomputing a select chain in every backward
   term). ``match_slices``: a select chain without padding masks; a window whose real
@@ -176,6 +178,8 @@ def _match(w: Windows, x, y, kind: str, form: str) -> jax.Array:
       return first.astype(jnp.int32)
     ids = w.block_iota(np.arange(n, dtype=np.int32))
     return jnp.min(jnp.where(hit, ids, n), axis=w.window_axes)
+  if form == "match_chain":
+    return _least_matching(w, x, y, kind, range(n), n, chained=True).reshape(y.shape)
   if form == "match_stacked":
     hit = jnp.stack([_matches(xs, y) for xs in w.slices(x, fill)])
     ids = np.arange(n, dtype=np.int32).reshape((-1,) + (1,) * y.ndim)
@@ -323,29 +327,43 @@ def scatter_add_at(g, idx, axes, taps, address: str) -> jax.Array:
 _NO_INDEX = np.int32(np.iinfo(np.int32).max)
 
 
+def _least_matching(w: Windows, x, y, kind: str, codes: Sequence[int], none,
+                    chained: bool) -> jax.Array:
+  """Over the blocked view of non-overlapping windows, the least of ``codes`` (one per
+  offset, rising in row-major offset order) among each window's real positions that
+  match ``y`` (or NaN), ``none`` where none does; keeps the window axes as size 1.
+  A compare, then a min folded over each window axis
+  (:func:`~jaxpool._engine.values.folds`; XLA:CPU's reduce over these non-minor axes
+  is slower). ``chained``: the last window axis is matched by a select chain over its
+  positions instead (one pass over ``x`` writing a window-axis fraction of it; the
+  compare is otherwise written in full for the folds to read), and only the earlier
+  window axes are folded."""
+  xb, ye = w.blocks(x, identity(kind, x.dtype)), w.expand(y)
+  rel = w.block_iota(np.asarray(codes, np.int32))
+  real = w.block_real()
+  folded = w.window_axes
+  if chained:
+    *folded, last = folded
+    first = none
+    for j in reversed(range(xb.shape[last])):
+      hit = _matches(lax.index_in_dim(xb, j, last), ye)
+      if real is not None:
+        hit = hit & np.take(real, [j], axis=last)
+      first = jnp.where(hit, np.take(rel, [j], axis=last), first)
+  else:
+    hit = _matches(xb, ye)
+    first = jnp.where(hit if real is None else hit & real, rel, none)
+  for a in reversed(folded):
+    first = folds(first, a, "min")
+  return first
+
+
 def block_first_index(x, w: Windows, y, spatial: Sequence[int],
                       chained: bool = False) -> jax.Array:
   """int32 flat spatial index of each non-overlapping, unpadded window's first maximum
   ``y``: the least relative index among the window's positions that match it (the
-  first NaN when ``y`` is NaN), on the blocked view: a compare, then a min folded over
-  each window axis (:func:`~jaxpool._engine.values.folds`; XLA:CPU's reduce over these
-  non-minor axes is slower). ``chained``: the last window axis is matched by a select
-  chain over its positions instead (one pass over ``x`` writing a window-axis fraction
-  of it; the compare is otherwise written in full for the folds to read), and only the
-  earlier window axes are folded."""
-  xb, ye = w.blocks(x, identity("max", x.dtype)), w.expand(y)
-  rel = w.block_iota(np.asarray(w.deltas(spatial), np.int32))
-  folded = w.window_axes
-  if chained:
-    *folded, last = folded
-    first = _NO_INDEX
-    for j in reversed(range(xb.shape[last])):
-      first = jnp.where(_matches(lax.index_in_dim(xb, j, last), ye),
-                        np.take(rel, [j], axis=last), first)
-  else:
-    first = jnp.where(_matches(xb, ye), rel, _NO_INDEX)
-  for a in reversed(folded):
-    first = folds(first, a, "min")
+  first NaN when ``y`` is NaN), :func:`_least_matching`."""
+  first = _least_matching(w, x, y, "max", w.deltas(spatial), _NO_INDEX, chained)
   return (first.reshape(y.shape) + w.origins(spatial)).astype(jnp.int32)
 
 
