@@ -108,6 +108,28 @@ def computed_once(a: jax.Array, key: jax.Array) -> jax.Array:
   return lax.cond(_runtime_true(key), lambda v: v, lax.neg, a)
 
 
+@jax.custom_batching.custom_vmap
+def _held(a: jax.Array, key: jax.Array) -> jax.Array:
+  return lax.cond(_runtime_true(key), lambda v: v, lax.neg, a)
+
+
+@_held.def_vmap
+def _held_vmap(axis_size, in_batched, a, key):
+  # the conditional passes values through whole: the batch goes through one of them
+  return _held(a, key), in_batched[0]
+
+
+def held_once(a: jax.Array, key: jax.Array) -> jax.Array:
+  """:func:`computed_once` for a value autodiff does not see (first-max offsets, flat
+  indices), which stays computed once under ``vmap`` too: the batch passes one
+  conditional (a ``custom_vmap`` rule) instead of a select that XLA fuses into every
+  reader. ``a`` and ``key`` are constants to autodiff (``custom_vmap`` has no transpose).
+  """
+  if key.size == 0:
+    return a
+  return _held(lax.stop_gradient(a), lax.stop_gradient(key))
+
+
 def _runtime_true(key: jax.Array) -> jax.Array:
   """A boolean scalar that is always true but that XLA cannot know is: computed from the
   bits of ``key``'s first element (non-empty) at run time."""

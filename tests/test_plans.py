@@ -529,6 +529,35 @@ def test_blocks_find_their_offsets_by_a_select_chain_on_cpu(shape, window, strid
   check_grads(f, (randn(np.random.default_rng(2), x.shape),), order=1, modes=("fwd", "rev"))
 
 
+@pytest.mark.parametrize("window, strides, padding, backward", [
+    ((8, 8), None, 0, "block"),      # the blocks' select chain
+    ((3, 3), 2, 0, "scatter"),       # the scatter-add's flat index
+    ((5, 5), 1, 2, "scatter"),
+])
+def test_offsets_stay_computed_once_under_vmap(window, strides, padding, backward):
+  """The first-max offsets (or flat indices) that the max derivative computes into
+  memory once stay so under ``vmap``: the batch passes one conditional
+  (:func:`jaxpool._linear.held_once`'s ``custom_vmap`` rule), not a select, which
+  XLA:CPU fused into every element the derivative writes or into the serial scatter
+  loop (vmapped 5x5/1 p2 forward+backward took 4.8x as long, 8x8/8 blocks 4.6x;
+  benchmarks/README.md, "The offsets of blocks by a select chain"). The vmapped
+  gradient equals the per-example one."""
+  x = randn(np.random.default_rng(0), (3, 2, 16, 16, 8))
+  _, taps = geo.window_geometry("max_pool", x.shape[1:], window, strides, padding, 1, False,
+                                "channels_last")
+  p = planner.plan("max", taps, np.float32, planner.Target("cpu", True), size=x[0].size,
+                   inner=8)
+  assert (p.backward, p.fence) == (backward, True), p
+
+  def loss(v):
+    return jnp.sum(jaxpool.max_pool(v, window, strides, padding) ** 2)
+
+  vmapped = jax.grad(lambda v: jnp.sum(jax.vmap(loss)(v)))
+  assert "conditional(" in jax.jit(vmapped).lower(_on_cpu(x)).compile().as_text()
+  each = np.stack([jax.grad(loss)(xi) for xi in x])
+  np.testing.assert_allclose(vmapped(x), each, rtol=1e-6, atol=1e-6)
+
+
 def test_period_of_adaptive_bins():
   """Adaptive bins of ``n`` into ``o`` repeat every ``n / gcd(n, o)`` elements."""
   assert planner.period(bin_taps(56, 80)) == (7, 10)
