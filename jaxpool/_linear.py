@@ -100,42 +100,33 @@ def computed_once(a: jax.Array, key: jax.Array) -> jax.Array:
   A conditional is a fusion boundary: ``a`` passes through one whose predicate is
   always true, read at run time from the bits of ``key``'s first element so that it
   cannot be folded (the other branch, never taken, negates; equal branches would be
-  merged). Linear in ``a``; under ``vmap`` the conditional becomes a
-  select and ``a`` is again fused.
+  merged). Linear in ``a``. Under ``vmap`` the predicate stays one scalar for the whole
+  batch (:func:`_runtime_true`), so the conditional stays one: a batched predicate
+  would turn it into a select, which XLA fuses again, and whose operands JAX wraps in
+  ``stop_gradient``, which a transpose cannot cross.
   """
   if key.size == 0:
     return a
   return lax.cond(_runtime_true(key), lambda v: v, lax.neg, a)
-
-
-@jax.custom_batching.custom_vmap
-def _held(a: jax.Array, key: jax.Array) -> jax.Array:
-  return lax.cond(_runtime_true(key), lambda v: v, lax.neg, a)
-
-
-@_held.def_vmap
-def _held_vmap(axis_size, in_batched, a, key):
-  # the conditional passes values through whole: the batch goes through one of them
-  return _held(a, key), in_batched[0]
-
-
-def held_once(a: jax.Array, key: jax.Array) -> jax.Array:
-  """:func:`computed_once` for a value autodiff does not see (first-max offsets, flat
-  indices), which stays computed once under ``vmap`` too: the batch passes one
-  conditional (a ``custom_vmap`` rule) instead of a select that XLA fuses into every
-  reader. ``a`` and ``key`` are constants to autodiff (``custom_vmap`` has no transpose).
-  """
-  if key.size == 0:
-    return a
-  return _held(lax.stop_gradient(a), lax.stop_gradient(key))
 
 
 def _runtime_true(key: jax.Array) -> jax.Array:
   """A boolean scalar that is always true but that XLA cannot know is: computed from the
-  bits of ``key``'s first element (non-empty) at run time."""
+  bits of ``key``'s first element (non-empty) at run time; under ``vmap``, from the
+  batch's first element, unbatched. ``key`` is a constant to autodiff."""
+  return _first_bits_set(lax.stop_gradient(key))
+
+
+@jax.custom_batching.custom_vmap
+def _first_bits_set(key: jax.Array) -> jax.Array:
   first = lax.reshape(key, (key.size,))[0]
   bits = lax.bitcast_convert_type(first, np.dtype(f"uint{8 * first.dtype.itemsize}"))
   return (bits | np.ones((), bits.dtype)) != 0
+
+
+@_first_bits_set.def_vmap
+def _first_bits_set_vmap(axis_size, in_batched, key):
+  return _first_bits_set(key), False  # true for every element: one for the batch
 
 
 def unfolded(a: jax.Array, key: jax.Array) -> jax.Array:

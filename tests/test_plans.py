@@ -536,12 +536,12 @@ def test_blocks_find_their_offsets_by_a_select_chain_on_cpu(shape, window, strid
 ])
 def test_offsets_stay_computed_once_under_vmap(window, strides, padding, backward):
   """The first-max offsets (or flat indices) that the max derivative computes into
-  memory once stay so under ``vmap``: the batch passes one conditional
-  (:func:`jaxpool._linear.held_once`'s ``custom_vmap`` rule), not a select, which
+  memory once stay so under ``vmap``: the batch passes one conditional (the predicate's
+  ``custom_vmap`` rule in :func:`jaxpool._linear.computed_once`), not a select, which
   XLA:CPU fused into every element the derivative writes or into the serial scatter
   loop (vmapped 5x5/1 p2 forward+backward took 4.8x as long, 8x8/8 blocks 4.6x;
   benchmarks/README.md, "The offsets of blocks by a select chain"). The vmapped
-  gradient equals the per-example one."""
+  gradient, and the gradient of the vmapped op, equal the per-example one."""
   x = randn(np.random.default_rng(0), (3, 2, 16, 16, 8))
   _, taps = geo.window_geometry("max_pool", x.shape[1:], window, strides, padding, 1, False,
                                 "channels_last")
@@ -552,10 +552,12 @@ def test_offsets_stay_computed_once_under_vmap(window, strides, padding, backwar
   def loss(v):
     return jnp.sum(jaxpool.max_pool(v, window, strides, padding) ** 2)
 
-  vmapped = jax.grad(lambda v: jnp.sum(jax.vmap(loss)(v)))
-  assert "conditional(" in jax.jit(vmapped).lower(_on_cpu(x)).compile().as_text()
+  vmapped = jax.vmap(jax.grad(loss))
+  of_vmapped = jax.grad(lambda v: jnp.sum(jax.vmap(loss)(v)))
   each = np.stack([jax.grad(loss)(xi) for xi in x])
-  np.testing.assert_allclose(vmapped(x), each, rtol=1e-6, atol=1e-6)
+  for grad in (vmapped, of_vmapped):
+    assert "conditional(" in jax.jit(grad).lower(_on_cpu(x)).compile().as_text()
+    np.testing.assert_allclose(grad(x), each, rtol=1e-6, atol=1e-6)
 
 
 def test_period_of_adaptive_bins():

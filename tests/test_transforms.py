@@ -269,6 +269,20 @@ def test_vmap(name):
   _same(got, (want, want), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ONE_PER_FUNCTION + ["lp_p2", "max_2x2", "max_5x5s1p2"])
+def test_grad_of_vmap(name):
+  """The gradient of the vmapped op is the per-example gradient. Reverse mode through
+  ``vmap`` transposes the batched tangent map, where a fence (``lp_pool``'s cotangent,
+  the floors chain's) once became a select whose operand JAX wraps in
+  ``stop_gradient``, which has no transpose."""
+  f = _first(name)
+  xs = np.stack([_input(name, seed=s) for s in range(3)])
+  w = _weights(jax.vmap(f), xs)
+  got = jax.jit(jax.grad(lambda v: jnp.sum(w * jax.vmap(f)(v))))(xs)
+  one = jax.jit(jax.grad(lambda v, wi: jnp.sum(wi * f(v))))
+  _same(got, np.stack([one(x, wi) for x, wi in zip(xs, w)]), rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", [n for n in FUNCTIONS if n not in CONVENTION])
 def test_grad_and_jvp_match_finite_differences(name, x64):
   """Along random directions ``t``: ``<w, jvp(t)> == <vjp(w), t>`` == the central

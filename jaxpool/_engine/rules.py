@@ -46,7 +46,7 @@ from jaxpool._engine.values import (
 )
 from jaxpool._engine.views import Windows
 from jaxpool._geometry import AxisTaps
-from jaxpool._linear import fence_cotangent, held_once, transposed_jvp, unfold_cotangent
+from jaxpool._linear import computed_once, fence_cotangent, transposed_jvp, unfold_cotangent
 
 
 def _inner(x, axes) -> int:
@@ -158,12 +158,12 @@ def _select_backward(x, operands, y, axes, taps, kind, p):
     idx = (first_index(w, x, y, kind, spatial) if p.residual == "match_real" else
            flat_index(w, offsets(x, y, axes, taps, kind, p.residual), spatial))
     if p.fence:
-      idx = held_once(idx, y)
+      idx = computed_once(idx, y)
     return functools.partial(scatter_add_at, idx=idx, axes=axes, taps=taps,
                              address=p.address)
   off = offsets(x, y, axes, taps, kind, p.residual)
   if p.fence:
-    off = held_once(off, y)
+    off = computed_once(off, y)
   if p.backward == "block":
     return lambda g: block_back(w, g, off, x)
   return functools.partial(planes_back, w, off=off)
