@@ -108,7 +108,7 @@ def adaptive_avg_pool(x: ArrayLike, output_size, *, lengths=None,
       return _extents.pool(fn, x, lay, _sizes(taps), lengths, "avg")
     rule = (False, None)  # bins never read padding
     return sum_pool(x.astype(geo.accum_dtype(x.dtype)), lay.spatial_axes, taps,
-                    rule).astype(x.dtype)
+                    rule, source=x.dtype).astype(x.dtype)
 
 
 def adaptive_max_pool(x: ArrayLike, output_size, *, lengths=None,
@@ -252,7 +252,7 @@ def _avg_and_max(fn: str, x, output_size, data_format):
   x, lay, taps = _geometry(fn, x, output_size, data_format, "float")
   with jax.named_scope(fn):
     avg = sum_pool(x.astype(geo.accum_dtype(x.dtype)), lay.spatial_axes, taps,
-                   (False, None)).astype(x.dtype)
+                   (False, None), source=x.dtype).astype(x.dtype)
     return avg, select_pool(x, lay.spatial_axes, taps, "max")
 
 

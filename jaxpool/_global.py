@@ -9,7 +9,7 @@ from jax.typing import ArrayLike
 
 from jaxpool import _extents
 from jaxpool import _geometry as geo
-from jaxpool._engine import axis_sum, select_pool
+from jaxpool._engine import axis_sum, select_pool, sum_pool
 
 
 def _spatial_layout(fn: str, x: jax.Array, num_spatial_dims, data_format) -> geo.Layout:
@@ -58,8 +58,8 @@ def global_avg_pool(x: ArrayLike, num_spatial_dims: int, *, keepdims: bool = Fal
   Returns:
     The means, same dtype as ``x``.
 
-  Lowering: one reduction, on every backend (with ``lengths``: a mask, then the
-  reduction).
+  Lowering: as :func:`jaxpool.avg_pool` with the whole spatial extent as one window, on
+  each backend (with ``lengths``: a mask, then the reduction).
 
   Example:
     >>> import jax.numpy as jnp, jaxpool
@@ -76,13 +76,12 @@ def global_avg_pool(x: ArrayLike, num_spatial_dims: int, *, keepdims: bool = Fal
     if lengths is not None:
       y = _extents.pool(fn, x, lay, (1,) * lay.num_spatial, lengths, "avg")
       return _finish(y, lay.spatial_axes, keepdims)
-    # The spatial axes are contiguous in both layouts: one merged axis reduces faster
-    # on CPU than a multi-axis mean.
-    first, d = lay.spatial_axes[0], len(lay.spatial_axes)
-    merged = x.reshape(x.shape[:first] + (-1,) + x.shape[first + d:])
-    total = jnp.sum(merged.astype(geo.accum_dtype(x.dtype)), axis=first, keepdims=True)
-    y = (total / np.array(merged.shape[first], total.dtype)).astype(x.dtype)
-    return _finish(y.reshape(lay.with_spatial(x.shape, (1,) * d)), lay.spatial_axes, keepdims)
+    # One window spanning the spatial axes: the planned sum, as adaptive_avg_pool(x, 1)
+    # and avg_pool over whole axes lower (one reduce, or slices on CPU).
+    axes = lay.spatial_axes
+    y = sum_pool(x.astype(geo.accum_dtype(x.dtype)), axes, _whole(axes, x.shape),
+                 (True, None), source=x.dtype).astype(x.dtype)
+    return _finish(y, axes, keepdims)
 
 
 def global_max_pool(x: ArrayLike, num_spatial_dims: int, *, keepdims: bool = False,

@@ -159,7 +159,8 @@ def avg_pool(x: ArrayLike, window_shape, strides=None, padding: Any = 0, *, dila
   acc = geo.accum_dtype(x.dtype)
   with jax.named_scope(fn):
     rule = (include, divisor_override)
-    return sum_pool(x.astype(acc), lay.spatial_axes, taps, rule).astype(x.dtype)
+    return sum_pool(x.astype(acc), lay.spatial_axes, taps, rule,
+                    source=x.dtype).astype(x.dtype)
 
 
 def lp_pool(x: ArrayLike, p: float, window_shape, strides=None, padding: Any = 0, *,
@@ -204,7 +205,7 @@ def lp_pool(x: ArrayLike, p: float, window_shape, strides=None, padding: Any = 0
   p = float(p)
   with jax.named_scope(fn):
     xp = lax.integer_pow(xa, int(p)) if p.is_integer() else _power(xa, p)
-    total = sum_pool(xp, lay.spatial_axes, taps, mapped=p != 1)
+    total = sum_pool(xp, lay.spatial_axes, taps, mapped=p != 1, source=x.dtype)
     out = total if p == 1 else _power(total, 1 / p)
     return out.astype(x.dtype)
 

@@ -868,14 +868,15 @@ def _compiled_ops(fn, x) -> list[str]:
   return sorted(re.findall(r"\s([a-z][a-z\-]*)\(", text))
 
 
-@pytest.mark.parametrize("shape", [(4, 7, 7, 16), (2, 5, 6, 3, 8)])
+@pytest.mark.parametrize("shape", [(4, 7, 7, 16), (2, 5, 6, 3, 8), (2, 11, 11, 64)])
 @pytest.mark.parametrize("kind", ["avg", "max"])
 def test_whole_axis_windows_lower_to_one_reduction(shape, kind):
   """``adaptive_*_pool(x, (1,) * d)``, a window spanning each axis and ``global_*_pool``
   compile to the same program on CPU: no reduce-window (the non-overlapping ``blocks``
-  plan: a reshape and one reduce, folds for a float max). For max this holds up to
-  ``BLOCKS_MAX`` window elements (or over 3+ axes); larger 1-D/2-D ones are reduced one
-  axis at a time (measured faster with few channels)."""
+  plan: a reshape and one reduce, folds for a float max, slices and adds for a sum of
+  up to ``SUM_SLICES_MAX`` elements). For max this holds up to ``BLOCKS_MAX`` window
+  elements (or over 3+ axes); larger 1-D/2-D ones are reduced one axis at a time
+  (measured faster with few channels)."""
   x = jnp.ones(shape)
   d = len(shape) - 2
   glob, adaptive, window = (getattr(jaxpool, f"global_{kind}_pool"),
@@ -883,8 +884,13 @@ def test_whole_axis_windows_lower_to_one_reduction(shape, kind):
                             getattr(jaxpool, f"{kind}_pool"))
   want = _compiled_ops(lambda v: glob(v, d, keepdims=True), x)
   assert "reduce-window" not in want
-  # a float32 max folds instead of reducing (Plan.fold: XLA:CPU's reduce drops NaN)
-  assert want.count("reduce") == (1 if kind == "avg" else 0), want
+  # a float32 max folds instead of reducing (Plan.fold: XLA:CPU's reduce drops NaN); a
+  # float32 sum of at most SUM_SLICES_MAX elements adds slices (Plan.fold: XLA:CPU runs
+  # its reduce on one thread), a larger one with 64 channels after it reduces once
+  sliced = math.prod(shape[1:-1]) <= planner.SUM_SLICES_MAX
+  assert want.count("reduce") == (1 if kind == "avg" and not sliced else 0), want
+  if kind == "avg" and sliced:
+    assert want.count("slice") >= math.prod(shape[1:-1]), want
   assert _compiled_ops(lambda v: adaptive(v, (1,) * d), x) == want
   assert _compiled_ops(lambda v: window(v, shape[1:-1]), x) == want
   if kind == "max":
@@ -1161,7 +1167,6 @@ def test_cpu_folds_float_max_reductions():
       assert not planner.plan(op, taps, np.int32, planner.Target("cpu", True)).fold
       for platform in ("gpu", "accelerator"):
         assert not planner.plan(op, taps, np.float32, planner.Target(platform, True)).fold
-    assert not planner.plan("sum", taps, np.float32, planner.Target("cpu", True)).fold
 
 
 def test_non_overlapping_sums_are_not_unfolded():
@@ -1972,3 +1977,83 @@ def test_padded_max_blocks_read_their_real_elements(shape, window, stride, pad, 
   g = randn(rng, y.shape)
   np.testing.assert_allclose(from_layout(vjp(g)[0], "channels_last"),
                              _routed_last(x, g, idx), rtol=1e-6, atol=1e-6)
+
+
+def _sum_plan(shape, window, strides, dtype=np.float32, platform="cpu", inner=None, **kw):
+  """The plan of a channels_last sum over ``shape`` (``inner``: 1 for channels_first)."""
+  _, taps = geo.window_geometry("avg_pool", shape, window, strides, 0, 1, False,
+                                "channels_last")
+  return planner.plan("sum", taps, dtype, planner.Target(platform, True),
+                      inner=shape[-1] if inner is None else inner, **kw)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("shape,window,strides", [
+    ((2, 3, 16, 16), (8, 8), None),       # 64 block elements: one slice each
+    ((2, 3, 16, 20), (8, 10), None),      # 80 elements, rectangular
+    ((2, 3, 18, 18), (8, 8), 9),          # gaps between the blocks
+    ((2, 5, 14, 14), (14, 14), None),     # 196 elements, 5 after them: folded
+    ((2, 3, 4, 8, 8), (4, 4, 4), None),   # 3-D
+])
+def test_cpu_block_sums_add_slices(shape, window, strides, data_format, rng):
+  """On CPU a float32/64 sum over blocks of up to ``SUM_SLICES_MAX`` elements, or larger
+  ones with at most ``SUM_FOLD_INNER_MAX`` elements after them, adds slices
+  (``Plan.fold``) instead of one reduce: XLA:CPU runs a reduce on one thread and the
+  fused slices on all of them. Its values, gradient and NaN match the reference; its
+  reverse mode is the blocks' broadcast."""
+  d = len(window)
+  cl = (shape[0], *shape[2:], shape[1])
+  # larger blocks fold only with 2+ elements after them (not over the minor axis)
+  sliced = data_format == "channels_last" or math.prod(window) <= planner.SUM_SLICES_MAX
+  inner = shape[1] if data_format == "channels_last" else 1
+  plan = _sum_plan(cl, window, strides, inner=inner)
+  assert (plan.values, plan.fold) == ("blocks", "fused" if sliced else None)
+  assert not _sum_plan(cl, window, strides, dtype=jnp.bfloat16).fold  # a widened copy
+  assert not _sum_plan(cl, window, strides, mapped=True).fold         # lp_pool's map
+  assert not _sum_plan(cl, window, strides, platform="gpu").fold
+  assert not _sum_plan(cl, window, strides, platform="accelerator").fold
+  x_cf = randn(rng, shape, np.float32)
+  x_cf[0, 0, 1, 2] = np.nan
+  x_cf[1, 1, 0, 0] = np.inf
+  x = jnp.asarray(to_layout(x_cf, data_format))
+  fn = functools.partial(jaxpool.avg_pool, window_shape=window, strides=strides,
+                         data_format=data_format)
+  want = ref.avg_pool(x_cf, window, strides)
+  got = from_layout(fn(x), data_format)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  first = (0,) * d
+  assert np.isnan(got[(0, 0, *first)]) and np.isinf(got[(1, 1, *first)])
+  ops = _compiled_ops(fn, x)
+  assert "reduce-window" not in ops and ("reduce" in ops) != sliced, ops
+  if sliced:
+    assert ops.count("slice") >= min(math.prod(window), 8), ops
+  g = randn(rng, fn(x).shape, np.float32)
+  grad = jax.vjp(fn, x)[1](jnp.asarray(g))[0]
+  spans = [(s if isinstance(strides, int) else w) if strides else w
+           for w, s in zip(window, [strides] * d)]
+  kept = tuple(slice(0, o * st) for o, st in zip(from_layout(fn(x), data_format).shape[2:],
+                                                 spans))
+  dense = from_layout(g, data_format) / math.prod(window)
+  for a, (w, st) in enumerate(zip(window, spans)):  # each output spread over its block
+    dense = np.repeat(dense, st, axis=2 + a)
+    pos = np.arange(dense.shape[2 + a]) % st < w
+    dense = dense * pos.reshape((-1,) + (1,) * (d - 1 - a))
+  want_grad = np.zeros(shape)
+  want_grad[(slice(None), slice(None)) + kept] = dense
+  np.testing.assert_allclose(from_layout(grad, data_format), want_grad, rtol=1e-6)
+  with jax.enable_x64(True):
+    finite = jnp.asarray(to_layout(randn(rng, shape, np.float64), data_format))
+    check_grads(fn, (finite,), 2, modes=("fwd", "rev"))
+
+
+def test_large_block_sums_fold_only_with_few_elements_after_them():
+  """Blocks over ``SUM_SLICES_MAX`` elements fold only where 2 to
+  ``SUM_FOLD_INNER_MAX`` elements follow them (with more, the reduce measured as fast
+  forward and faster forward+backward; over the minor axis, faster forward)."""
+  few = (2, 12, 12, planner.SUM_FOLD_INNER_MAX)
+  many = (2, 12, 12, planner.SUM_FOLD_INNER_MAX + 1)
+  assert _sum_plan(few, (12, 12), None).fold == "fused"
+  assert _sum_plan(many, (12, 12), None).fold is None
+  assert _sum_plan((2, 12, 12, 1), (12, 12), None).fold is None  # the minor axis
+  assert _sum_plan((2, 20, 20, 64), (10, 10), None).fold == "fused"  # SUM_SLICES_MAX
+  assert _sum_plan((2, 16, 16, 64), (2, 2), None).fold is None  # tiles, not blocks

@@ -54,6 +54,8 @@ CHAIN_READS = 2    # chain scatter-add only where windows read each element this
 CHAIN_WINDOW_MAX = 8  # per-axis regular window routed back by the chain; wider: scatter-add
 INT32_MAX = 2**31  # flat scatter positions must fit int32
 FOLD_INNER_MIN = 8  # elements after a summed axis for folding it (one float32 vector)
+SUM_SLICES_MAX = 100  # block elements summed as one slice each (fold); larger: folds per axis
+SUM_FOLD_INNER_MAX = 32  # elements after larger blocks for folding their sum
 PERIOD_SLICES_MAX = 64  # slices (bins x offsets) of one period of adaptive bins; more: a gather
 TAKES_MAX = 32     # adaptive bin width summed as one take per offset; wider: a gather
 SELECT_TAKES_MAX = 4  # repeating adaptive bin width whose max/min values take each offset
@@ -163,6 +165,10 @@ class Plan:
       a float max/min computed in 32 or 64 bits (16-bit reduces do not go there):
       ``"once"`` (the folded result computed into memory once, as ``fence`` does, on a
       lone CPU device) or ``"fused"`` (several CPU devices); ``None``: the reduce.
+      A CPU sum over blocks (``values="blocks"``) names ``"fused"``: the blocks summed
+      by slices and adds, which XLA:CPU splits over its threads where it runs a reduce
+      on one (:func:`jaxpool._engine.values.reduce_axes`; up to ``SUM_SLICES_MAX`` block
+      elements one slice per element, larger blocks folded axis by axis).
     order: the order in which a chain's flat index (the ``chain_scatter`` backward,
       ``"chain"`` indices) reduces the axes: ``None``, the last pooled axis first (each
       axis keeps its first match, which composes into the row-major first max), or
@@ -572,11 +578,14 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # forward+backward; benchmarks/README.md, "Strided sums")
     real = (len(regular) >= 2 and math.prod(t.window for t in regular) > SMALL
             and any(map(reads_real_bins, taps)))
+    bins = "takes" if real or any(map(_takes, taps)) else None
     return Plan(values=values, backward=_sum_backward(
                     taps, values, inner if len(regular) == len(taps) else 0),
-                bins="takes" if real or any(map(_takes, taps)) else None,
-                fence=mapped and target.lone,
-                unfold=target.lone and not mapped and not _dense_blocks(taps))
+                bins=bins, fence=mapped and target.lone,
+                unfold=target.lone and not mapped and not _dense_blocks(taps),
+                fold="fused" if _sliced_sum(regular, values, bins, dtype, mapped,
+                                            inner if len(regular) == len(taps) else 0)
+                else None)
   residual, backward = _cpu_select_derivative(taps, address, sixteen, inner)
   periodic = any(period(t) is not None for t in taps)
   # narrow repeating bins: values by takes, the chain by periods (benchmarks/README.md,
@@ -647,6 +656,20 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # the chain per tile (benchmarks/README.md, "Sweep fixes")
     indices = "match"
   return dataclasses.replace(select, indices=indices)
+
+
+def _sliced_sum(regular, values, bins, dtype, mapped: bool, inner: int) -> bool:
+  """Blocks whose XLA:CPU sum (a reduce, which it runs on one thread) loses to slices
+  and adds (loops it runs on all of them): up to ``SUM_SLICES_MAX`` block elements, or
+  larger blocks with 2 to ``SUM_FOLD_INNER_MAX`` elements after them (folded axis by
+  axis; with more after them folds lost forward+backward, over the minor axis
+  forward). Not a widened 16-bit input
+  (XLA:CPU then writes the float32 copy in full) or ``lp_pool``'s mapped sum
+  (benchmarks/README.md, "Block sums by slices")."""
+  if values != "blocks" or bins is not None or mapped or _is_16bit_float(dtype):
+    return False
+  return (math.prod(t.window for t in regular) <= SUM_SLICES_MAX
+          or 1 < inner <= SUM_FOLD_INNER_MAX)
 
 
 def _sum_backward(taps, values: str | None = None, inner: int = 0) -> str:
@@ -899,8 +922,9 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "backward='block' needs non-overlapping undilated windows and their offsets"
   if p.unfold and op != "sum":
     return "unfold is a sum's form"
-  if p.fold and op not in ("max", "min", "indices"):
-    return "fold is a max/min form"
+  if p.fold and op not in ("max", "min", "indices") and not (op == "sum"
+                                                             and p.values == "blocks"):
+    return "fold is a max/min form, or a sum's over blocks"
   if p.order and not (p.backward == "chain_scatter" or p.indices == "chain"):
     return "order is the order of a chain's flat index (chain_scatter or chain indices)"
   if p.segments and not (p.backward == "chain_scatter" or p.indices == "chain"):
@@ -968,6 +992,7 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
               {"residual": "match_blocks", "backward": "block"}]
   if op == "sum":
     swaps += [{"backward": b} for b in ("jax", "planes", "axis_planes")]
+    swaps += [{"fold": f} for f in (None, "fused")]
     swaps += [{"fence": not base.fence},
               {"unfold": not base.unfold}]
   if any(not t.regular for t in taps):

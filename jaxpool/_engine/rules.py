@@ -54,10 +54,10 @@ def _inner(x, axes) -> int:
   return math.prod(x.shape[max(axes) + 1:])
 
 
-def _run(op, taps, x, run, plan: Plan | None, **kw):
+def _run(op, taps, x, run, plan: Plan | None, dtype=None, **kw):
   if plan is not None:
     return run(planner.forced(plan, op, taps))(x)
-  return on_backends(run, planner.plans(op, taps, x.dtype, **kw), x)
+  return on_backends(run, planner.plans(op, taps, dtype or x.dtype, **kw), x)
 
 
 # ----------------------------------------------------------------------------- sums
@@ -74,17 +74,24 @@ def _axis_mean_backward(x, operands, y, axes, taps, rule, form, bins):
 # Window sums whose reverse mode is :func:`sum_transpose` (a tiled pool of the cotangent,
 # the divisor read per tap) instead of JAX's transpose of the tiles; and the same one
 # axis at a time.
-_mean_pool = transposed_jvp(mean_values, _mean_backward, static=5)
-_axis_mean_pool = transposed_jvp(mean_values, _axis_mean_backward, static=5)
+def _mean(x, axes, taps, rule, form, bins):  # no defaulted argument: custom_jvp binds those
+  return mean_values(x, axes, taps, rule, form, bins)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3), static_argnames=("mapped", "plan"))
+_mean_pool = transposed_jvp(_mean, _mean_backward, static=5)
+_axis_mean_pool = transposed_jvp(_mean, _axis_mean_backward, static=5)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3),
+                   static_argnames=("mapped", "source", "plan"))
 def sum_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
              rule: tuple[bool, int | None] | None = None, *, mapped: bool = False,
-             plan: Plan | None = None) -> jax.Array:
+             source=None, plan: Plan | None = None) -> jax.Array:
   """Sum over the windows (padding contributes 0), divided by the avg divisor when
   ``rule = (include_pad, override)`` is given. ``mapped``: the caller maps the result
-  by an expensive elementwise function (see :func:`jaxpool._engine.plan.plan`)."""
+  by an expensive elementwise function (see :func:`jaxpool._engine.plan.plan`).
+  ``source``: the dtype the caller widened ``x`` from (a 16-bit input summed in
+  float32), which the planner reads instead of ``x``'s."""
 
   def run(p):
     if p.backward == "planes":
@@ -92,14 +99,15 @@ def sum_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
     elif p.backward == "axis_planes":
       pool = lambda x: _axis_mean_pool(x, axes, taps, rule, p.values, p.bins)  # noqa: E731
     else:
-      pool = lambda x: mean_values(x, axes, taps, rule, p.values, p.bins)  # noqa: E731
+      pool = lambda x: mean_values(x, axes, taps, rule, p.values, p.bins, p.fold)  # noqa: E731
     if p.fence:
       return lambda x: fence_cotangent(pool(x))
     if p.unfold:
       return lambda x: unfold_cotangent(pool(x), x)
     return pool
 
-  return _run("sum", taps, x, run, plan, mapped=mapped, inner=_inner(x, axes))
+  return _run("sum", taps, x, run, plan, mapped=mapped, inner=_inner(x, axes),
+              dtype=source)
 
 
 def _folded_sum_values(x, axis):

@@ -35,23 +35,55 @@ _REDUCE = {"max": jnp.max, "min": jnp.min, "sum": jnp.sum}
 
 
 def _folding(kind: str, dtype, fold: str | None) -> bool:
-  return bool(fold) and kind != "sum" and jnp.issubdtype(dtype, jnp.inexact)
+  return bool(fold) and jnp.issubdtype(dtype, jnp.inexact)
+
+
+def _sliced_sum_values(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+  """The sum over ``axes`` (dropped) by slices and adds, which XLA:CPU fuses into loops
+  it splits over its threads (its reduce runs on one): one slice per position of the
+  axes up to ``SUM_SLICES_MAX`` positions, else each axis by :func:`folds`."""
+  if math.prod(x.shape[a] for a in axes) <= planner.SUM_SLICES_MAX:
+    parts = []
+    for at in itertools.product(*(range(x.shape[a]) for a in axes)):
+      starts, limits = [0] * x.ndim, list(x.shape)
+      for a, i in zip(axes, at):
+        starts[a], limits[a] = i, i + 1
+      parts.append(lax.slice(x, starts, limits))
+    y = functools.reduce(lax.add, parts)
+  else:
+    y = x
+    for a in reversed(axes):
+      y = folds(y, a, "sum")
+  return y.reshape([n for i, n in enumerate(x.shape) if i not in axes])
+
+
+def _sliced_sum_backward(x, operands, y, axes):
+  return lambda g: jnp.broadcast_to(jnp.expand_dims(g, axes), x.shape)
+
+
+# The sliced sum, whose reverse mode broadcasts the cotangent (JAX's transpose of the
+# slices would pad the cotangent once per slice).
+_sliced_sum = transposed_jvp(_sliced_sum_values, _sliced_sum_backward, static=1)
 
 
 def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str,
                 fold: str | None) -> jax.Array:
   """Max/min/sum over ``axes`` (dropped). ``fold`` (``"once"``, ``"fused"`` or
-  ``None``, as :class:`~jaxpool._engine.plan.Plan` names it): a float max/min by :func:`folds`,
-  elementwise maxima of slices, instead of one reduce. XLA:CPU hands a large max/min
-  reduce (and a non-overlapping ``reduce_window``, which it rewrites into one) to
-  YNNPACK, whose result drops NaN: the max of a window holding a NaN comes out as the
-  max of its other elements. Axes with only size-1 axes between them fold as one.
+  ``None``, as :class:`~jaxpool._engine.plan.Plan` names it): a float sum by slices
+  (:func:`_sliced_sum_values`, whose loops XLA:CPU runs on all its threads), a float
+  max/min by :func:`folds`, elementwise maxima of slices, instead of one reduce.
+  XLA:CPU hands a large max/min reduce (and a non-overlapping ``reduce_window``, which
+  it rewrites into one) to YNNPACK, whose result drops NaN: the max of a window holding
+  a NaN comes out as the max of its other elements. Axes with only size-1 axes between
+  them fold as one.
   ``"once"``: the folded result computed into memory once
   (:func:`~jaxpool._linear.computed_once`): fused, XLA:CPU recomputes the folds in every
   reader, and a first-max match compares each input element with them
   (benchmarks/README.md, "NaN through large max windows on CPU")."""
   if not _folding(kind, x.dtype, fold):
     return _REDUCE[kind](x, axis=tuple(axes))
+  if kind == "sum":
+    return _sliced_sum(x, tuple(sorted(axes)))
   groups: list[list[int]] = []
   for a in sorted(axes):
     if groups and all(x.shape[d] == 1 for d in range(groups[-1][1] + 1, a)):
@@ -223,11 +255,11 @@ def divide(total: jax.Array, d: int | jax.Array) -> jax.Array:
   return total / (np.array(d, total.dtype) if isinstance(d, int) else d.astype(total.dtype))
 
 
-def mean_values(x, axes, taps, rule, form, bins=None):
+def mean_values(x, axes, taps, rule, form, bins=None, fold=None):
   """Window sums, divided by :func:`divisor` when ``rule = (include_pad, override)``;
-  irregular axes (and padded blocks) in the view ``bins`` names (as
-  :func:`pool_values`)."""
-  total = pool_values(x, axes, taps, "sum", form, bins)
+  irregular axes (and padded blocks) in the view ``bins`` names, blocks summed by
+  slices where ``fold`` is set (as :func:`pool_values`)."""
+  total = pool_values(x, axes, taps, "sum", form, bins, fold)
   return total if rule is None else divide(total, divisor(x.ndim, axes, taps, *rule))
 
 
