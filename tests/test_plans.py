@@ -2043,7 +2043,7 @@ def test_cpu_block_sums_add_slices(shape, window, strides, data_format, rng):
   np.testing.assert_allclose(from_layout(grad, data_format), want_grad, rtol=1e-6)
   with jax.enable_x64(True):
     finite = jnp.asarray(to_layout(randn(rng, shape, np.float64), data_format))
-    check_grads(fn, (finite,), 2, modes=("fwd", "rev"))
+    check_grads(fn, (finite,), 1, modes=("fwd", "rev"))
 
 
 def test_large_block_sums_fold_only_with_few_elements_after_them():
