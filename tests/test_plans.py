@@ -2048,12 +2048,15 @@ def test_cpu_block_sums_add_slices(shape, window, strides, data_format, rng):
 
 def test_large_block_sums_fold_only_with_few_elements_after_them():
   """Blocks over ``SUM_SLICES_MAX`` elements fold only where 2 to
-  ``SUM_FOLD_INNER_MAX`` elements follow them (with more, the reduce measured as fast
-  forward and faster forward+backward; over the minor axis, faster forward)."""
+  ``SUM_FOLD_INNER_MAX`` elements follow them and each axis is at least
+  ``SUM_FOLD_AXIS_MIN`` wide (elsewhere the reduce measured as fast forward and faster
+  forward+backward, or faster forward over the minor axis and 6x6x6 blocks)."""
   few = (2, 12, 12, planner.SUM_FOLD_INNER_MAX)
   many = (2, 12, 12, planner.SUM_FOLD_INNER_MAX + 1)
   assert _sum_plan(few, (12, 12), None).fold == "fused"
   assert _sum_plan(many, (12, 12), None).fold is None
   assert _sum_plan((2, 12, 12, 1), (12, 12), None).fold is None  # the minor axis
+  assert _sum_plan((2, 6, 6, 6, 16), (6, 6, 6), None).fold is None  # narrow axes
+  assert _sum_plan((2, 8, 8, 8, 16), (8, 8, 8), None).fold == "fused"
   assert _sum_plan((2, 20, 20, 64), (10, 10), None).fold == "fused"  # SUM_SLICES_MAX
   assert _sum_plan((2, 16, 16, 64), (2, 2), None).fold is None  # tiles, not blocks

@@ -56,6 +56,7 @@ INT32_MAX = 2**31  # flat scatter positions must fit int32
 FOLD_INNER_MIN = 8  # elements after a summed axis for folding it (one float32 vector)
 SUM_SLICES_MAX = 100  # block elements summed as one slice each (fold); larger: folds per axis
 SUM_FOLD_INNER_MAX = 32  # elements after larger blocks for folding their sum
+SUM_FOLD_AXIS_MIN = 8   # per-axis block width of larger blocks for folding their sum
 PERIOD_SLICES_MAX = 64  # slices (bins x offsets) of one period of adaptive bins; more: a gather
 TAKES_MAX = 32     # adaptive bin width summed as one take per offset; wider: a gather
 SELECT_TAKES_MAX = 4  # repeating adaptive bin width whose max/min values take each offset
@@ -661,15 +662,16 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
 def _sliced_sum(regular, values, bins, dtype, mapped: bool, inner: int) -> bool:
   """Blocks whose XLA:CPU sum (a reduce, which it runs on one thread) loses to slices
   and adds (loops it runs on all of them): up to ``SUM_SLICES_MAX`` block elements, or
-  larger blocks with 2 to ``SUM_FOLD_INNER_MAX`` elements after them (folded axis by
-  axis; with more after them folds lost forward+backward, over the minor axis
-  forward). Not a widened 16-bit input
-  (XLA:CPU then writes the float32 copy in full) or ``lp_pool``'s mapped sum
-  (benchmarks/README.md, "Block sums by slices")."""
+  larger blocks at least ``SUM_FOLD_AXIS_MIN`` wide on each axis with 2 to
+  ``SUM_FOLD_INNER_MAX`` elements after them (folded axis by axis; with more after them
+  folds lost forward+backward, over the minor axis or 6x6x6 blocks forward). Not a
+  widened 16-bit input (XLA:CPU then writes the float32 copy in full) or ``lp_pool``'s
+  mapped sum (benchmarks/README.md, "Block sums by slices")."""
   if values != "blocks" or bins is not None or mapped or _is_16bit_float(dtype):
     return False
   return (math.prod(t.window for t in regular) <= SUM_SLICES_MAX
-          or 1 < inner <= SUM_FOLD_INNER_MAX)
+          or (1 < inner <= SUM_FOLD_INNER_MAX
+              and min(t.window for t in regular) >= SUM_FOLD_AXIS_MIN))
 
 
 def _sum_backward(taps, values: str | None = None, inner: int = 0) -> str:
