@@ -2027,6 +2027,7 @@ def test_cpu_block_sums_add_slices(shape, window, strides, data_format, rng):
   assert "reduce-window" not in ops and ("reduce" in ops) != sliced, ops
   if sliced:
     assert ops.count("slice") >= min(math.prod(window), 8), ops
+    assert "reduce" in _compiled_ops(fn, x.astype(jnp.bfloat16))  # widened: the reduce
   g = randn(rng, fn(x).shape, np.float32)
   grad = jax.vjp(fn, x)[1](jnp.asarray(g))[0]
   spans = [(s if isinstance(strides, int) else w) if strides else w

@@ -39,9 +39,9 @@ from jaxpool._engine.select import (
 )
 from jaxpool._engine.values import (
   axis_sum_transpose,
-  folds,
   mean_values,
   pool_values,
+  sliced_sum,
   sum_transpose,
 )
 from jaxpool._engine.views import Windows
@@ -57,7 +57,8 @@ def _inner(x, axes) -> int:
 def _run(op, taps, x, run, plan: Plan | None, dtype=None, **kw):
   if plan is not None:
     return run(planner.forced(plan, op, taps))(x)
-  return on_backends(run, planner.plans(op, taps, dtype or x.dtype, **kw), x)
+  return on_backends(run, planner.plans(op, taps, x.dtype if dtype is None else dtype, **kw),
+                     x)
 
 
 # ----------------------------------------------------------------------------- sums
@@ -110,19 +111,6 @@ def sum_pool(x: jax.Array, axes: tuple[int, ...], taps: tuple[AxisTaps, ...],
               dtype=source)
 
 
-def _folded_sum_values(x, axis):
-  return folds(x, axis, "sum")
-
-
-def _folded_sum_backward(x, operands, y, axis):
-  return lambda g: jnp.broadcast_to(g, x.shape)
-
-
-# The folded sum, whose reverse mode broadcasts the cotangent (JAX's transpose of the
-# folds pads every level).
-_folded_sum = transposed_jvp(_folded_sum_values, _folded_sum_backward, static=1)
-
-
 @functools.partial(jax.jit, static_argnums=(1,))
 def axis_sum(x: jax.Array, axis: int) -> jax.Array:
   """Sum over the whole ``axis`` (kept as size 1), in the form
@@ -133,7 +121,7 @@ def axis_sum(x: jax.Array, axis: int) -> jax.Array:
 
   def run(form):
     if form == "folds":  # on the (outer, axis, inner) view: faster than on more dims
-      return lambda x: _folded_sum(x.reshape(merged), 1).reshape(kept)
+      return lambda x: sliced_sum(x.reshape(merged), (1,), 0).reshape(kept)
     return lambda x: jnp.sum(x, axis=axis, keepdims=True)
 
   return on_backends(run, planner.axis_sum_forms(x.shape[axis], inner), x)

@@ -38,11 +38,11 @@ def _folding(kind: str, dtype, fold: str | None) -> bool:
   return bool(fold) and jnp.issubdtype(dtype, jnp.inexact)
 
 
-def _sliced_sum_values(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+def _sliced_sum_values(x: jax.Array, axes: tuple[int, ...], slices_max: int) -> jax.Array:
   """The sum over ``axes`` (dropped) by slices and adds, which XLA:CPU fuses into loops
   it splits over its threads (its reduce runs on one): one slice per position of the
-  axes up to ``SUM_SLICES_MAX`` positions, else each axis by :func:`folds`."""
-  if math.prod(x.shape[a] for a in axes) <= planner.SUM_SLICES_MAX:
+  axes up to ``slices_max`` positions, else each axis by :func:`folds`."""
+  if math.prod(x.shape[a] for a in axes) <= slices_max:
     parts = []
     for at in itertools.product(*(range(x.shape[a]) for a in axes)):
       starts, limits = [0] * x.ndim, list(x.shape)
@@ -57,13 +57,14 @@ def _sliced_sum_values(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
   return y.reshape([n for i, n in enumerate(x.shape) if i not in axes])
 
 
-def _sliced_sum_backward(x, operands, y, axes):
+def _sliced_sum_backward(x, operands, y, axes, slices_max):
   return lambda g: jnp.broadcast_to(jnp.expand_dims(g, axes), x.shape)
 
 
-# The sliced sum, whose reverse mode broadcasts the cotangent (JAX's transpose of the
-# slices would pad the cotangent once per slice).
-_sliced_sum = transposed_jvp(_sliced_sum_values, _sliced_sum_backward, static=1)
+# The sum by slices or folds, whose reverse mode broadcasts the cotangent (JAX's
+# transpose of the slices would pad the cotangent once per slice, of the folds at every
+# level): ``sliced_sum(x, axes, slices_max)``.
+sliced_sum = transposed_jvp(_sliced_sum_values, _sliced_sum_backward, static=2)
 
 
 def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str,
@@ -83,7 +84,7 @@ def reduce_axes(x: jax.Array, axes: Sequence[int], kind: str,
   if not _folding(kind, x.dtype, fold):
     return _REDUCE[kind](x, axis=tuple(axes))
   if kind == "sum":
-    return _sliced_sum(x, tuple(sorted(axes)))
+    return sliced_sum(x, tuple(sorted(axes)), planner.SUM_SLICES_MAX)
   groups: list[list[int]] = []
   for a in sorted(axes):
     if groups and all(x.shape[d] == 1 for d in range(groups[-1][1] + 1, a)):
