@@ -2061,3 +2061,9 @@ def test_large_block_sums_fold_only_with_few_elements_after_them():
   assert _sum_plan((2, 8, 8, 8, 16), (8, 8, 8), None).fold == "fused"
   assert _sum_plan((2, 20, 20, 64), (10, 10), None).fold == "fused"  # SUM_SLICES_MAX
   assert _sum_plan((2, 16, 16, 64), (2, 2), None).fold is None  # tiles, not blocks
+  # padded blocks route their derivative by phase planes, whose rule reduces the values
+  _, padded = geo.window_geometry("avg_pool", (2, 24, 24, 24, 8), (2, 2, 2), 2, 1, 1,
+                                  False, "channels_last")
+  plan = planner.plan("sum", padded, np.float32, planner.Target("cpu", True), inner=8)
+  assert (plan.values, plan.backward, plan.fold) == ("blocks", "planes", None)
+  assert planner.valid(dataclasses.replace(plan, fold="fused"), "sum", padded)

@@ -580,13 +580,13 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     real = (len(regular) >= 2 and math.prod(t.window for t in regular) > SMALL
             and any(map(reads_real_bins, taps)))
     bins = "takes" if real or any(map(_takes, taps)) else None
-    return Plan(values=values, backward=_sum_backward(
-                    taps, values, inner if len(regular) == len(taps) else 0),
-                bins=bins, fence=mapped and target.lone,
+    known = inner if len(regular) == len(taps) else 0
+    backward = _sum_backward(taps, values, known)
+    return Plan(values=values, backward=backward, bins=bins,
+                fence=mapped and target.lone,
                 unfold=target.lone and not mapped and not _dense_blocks(taps),
-                fold="fused" if _sliced_sum(regular, values, bins, dtype, mapped,
-                                            inner if len(regular) == len(taps) else 0)
-                else None)
+                fold="fused" if _sliced_sum(regular, values, backward, bins, dtype, mapped,
+                                            known) else None)
   residual, backward = _cpu_select_derivative(taps, address, sixteen, inner)
   periodic = any(period(t) is not None for t in taps)
   # narrow repeating bins: values by takes, the chain by periods (benchmarks/README.md,
@@ -659,15 +659,18 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   return dataclasses.replace(select, indices=indices)
 
 
-def _sliced_sum(regular, values, bins, dtype, mapped: bool, inner: int) -> bool:
+def _sliced_sum(regular, values, backward, bins, dtype, mapped: bool, inner: int) -> bool:
   """Blocks whose XLA:CPU sum (a reduce, which it runs on one thread) loses to slices
   and adds (loops it runs on all of them): up to ``SUM_SLICES_MAX`` block elements, or
   larger blocks at least ``SUM_FOLD_AXIS_MIN`` wide on each axis with 2 to
   ``SUM_FOLD_INNER_MAX`` elements after them (folded axis by axis; with more after them
   folds lost forward+backward, over the minor axis or 6x6x6 blocks forward). Not a
   widened 16-bit input (XLA:CPU then writes the float32 copy in full) or ``lp_pool``'s
-  mapped sum (benchmarks/README.md, "Block sums by slices")."""
-  if values != "blocks" or bins is not None or mapped or _is_16bit_float(dtype):
+  mapped sum (benchmarks/README.md, "Block sums by slices"). Only where the derivative
+  is the blocks' broadcast (``backward="jax"``): padded blocks route theirs by phase
+  planes, whose rule reads the values as one reduce."""
+  if (values != "blocks" or backward != "jax" or bins is not None or mapped
+      or _is_16bit_float(dtype)):
     return False
   return (math.prod(t.window for t in regular) <= SUM_SLICES_MAX
           or (1 < inner <= SUM_FOLD_INNER_MAX
@@ -924,9 +927,9 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
     return "backward='block' needs non-overlapping undilated windows and their offsets"
   if p.unfold and op != "sum":
     return "unfold is a sum's form"
-  if p.fold and op not in ("max", "min", "indices") and not (op == "sum"
-                                                             and p.values == "blocks"):
-    return "fold is a max/min form, or a sum's over blocks"
+  if p.fold and op not in ("max", "min", "indices") and not (
+      op == "sum" and p.values == "blocks" and p.backward == "jax"):
+    return "fold is a max/min form, or a sum's over blocks with backward='jax'"
   if p.order and not (p.backward == "chain_scatter" or p.indices == "chain"):
     return "order is the order of a chain's flat index (chain_scatter or chain indices)"
   if p.segments and not (p.backward == "chain_scatter" or p.indices == "chain"):
