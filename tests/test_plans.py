@@ -1167,6 +1167,11 @@ def test_cpu_folds_float_max_reductions():
       assert not planner.plan(op, taps, np.int32, planner.Target("cpu", True)).fold
       for platform in ("gpu", "accelerator"):
         assert not planner.plan(op, taps, np.float32, planner.Target(platform, True)).fold
+    # a sum folds only over blocks (8x8, 16x16 with its 3 channels; the rule:
+    # test_cpu_block_sums_add_slices)
+    sum_fold = planner.plan("sum", taps, np.float32, planner.Target("cpu", True),
+                            inner=3).fold
+    assert sum_fold == ("fused" if window in ((8, 8), (16, 16)) else None)
 
 
 def test_non_overlapping_sums_are_not_unfolded():
