@@ -380,8 +380,9 @@ GPU_CASES = {
         G, "float32", _grad_of_square(_avg((3, 3), 1, 1)), "sum", CANONICAL_SUM),
     "gpu sums: avg 3x3/1 p1 fwd: canonical": (
         G, "float32", _avg((3, 3), 1, 1), "sum", CANONICAL_SUM),
-    "gpu sums: avg 1-D 3/2 p1 fwd+bwd: canonical": (
-        (128, 1024, 64), "float32", _grad_of_square(_avg((3,), 2, 1)), "sum", CANONICAL_SUM),
+    "gpu sums: avg 1-D 3/2 p1 fwd+bwd: tiles and planes": (  # canonical since session 23
+        (128, 1024, 64), "float32", _grad_of_square(_avg((3,), 2, 1)), "sum",
+        {"values": "tiles", "backward": "planes"}),
     "gpu sums: lp 3x3/2 fwd+bwd: canonical": (
         G, "float32", _grad_of_square(lambda x: jaxpool.lp_pool(x, 2.0, (3, 3), 2)), "sum",
         CANONICAL_SUM),
@@ -396,6 +397,15 @@ GPU_CASES = {
     "gpu sums: adaptive avg channels_first 56->5 fwd+bwd: canonical": (
         (64, 64, 56, 56), "float32", _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(
             x, (5, 5), data_format="channels_first")), "sum", CANONICAL_SUM),
+    # the CPU rule's sum derivative (benchmarks/README.md, "CUDA sums' derivative: the
+    # CPU rule"), against the form it replaced
+    "gpu sums: adaptive avg channels_first 56->5 fwd+bwd: reduce_window transpose": (
+        (64, 64, 56, 56), "float32", _grad_of_square(lambda x: jaxpool.adaptive_avg_pool(
+            x, (5, 5), data_format="channels_first")), "sum", {"backward": "jax"}),
+    "gpu sums: avg 5x5/1 p2 fwd+bwd: joint planes": (
+        G, "float32", _grad_of_square(_avg((5, 5), 1, 2)), "sum", {"backward": "planes"}),
+    "gpu sums: avg 16x16/6 fwd+bwd: joint planes": (
+        G, "float32", _grad_of_square(_avg((16, 16), 6, 0)), "sum", {"backward": "planes"}),
     "gpu indices: whole axis 56x56 fwd: chain": (
         G, "float32", lambda x: jaxpool.max_pool_with_indices(x, (56, 56)), "indices",
         OLD_INDICES),

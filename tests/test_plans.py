@@ -386,6 +386,54 @@ def test_cuda_sums_overlapping_windows_by_slices(layout):
   np.testing.assert_allclose(vjp(g)[0], want_dx, rtol=1e-5, atol=1e-4)
 
 
+def test_cuda_sums_route_back_by_the_cpu_rule():
+  """A CUDA sum over overlapping regular windows takes the CPU rule's derivative form,
+  given its values form and the elements after the pooled axes. On an H200 (two sweep
+  runs, the CPU plan forced beside the planned one): channels_first adaptive avg 56 -> 5
+  forward+backward took 1.58-1.77x as long through the ``reduce_window`` transpose as by
+  the phase planes one axis at a time, and avg 5x5/1 p2 1.05-1.08x as long through the
+  joint planes (benchmarks/README.md, "CUDA sums' derivative: the CPU rule"). Both the
+  CUDA program's form and the forced plan's values and gradient are checked here."""
+  gpu, cpu = planner.Target("gpu", True), planner.Target("cpu", True)
+  bins = (bin_taps(56, 5),) * 2
+  _, padded5 = geo.window_geometry("avg_pool", (2, 56, 56, 64), (5, 5), 1, 2, 1, False,
+                                   "channels_last")
+  _, padded3 = geo.window_geometry("avg_pool", (2, 56, 56, 64), (3, 3), 2, 1, 1, False,
+                                   "channels_last")
+  cases = [(bins, 1, "axis_planes"), (bins, 64, "jax"), (padded5, 64, "axis_planes"),
+           (padded3, 64, "planes")]
+  for taps, inner, want in cases:
+    p = planner.plan("sum", taps, np.float32, gpu, inner=inner)
+    assert p.backward == want, (taps, inner, p)
+    assert p.backward == planner.plan("sum", taps, np.float32, cpu, inner=inner).backward
+  # windows of at most SMALL elements over one axis keep the canonical plan there (avg
+  # 3/2 p1: no gain on an H100, 1.04-1.45x on an H200); larger ones take the row
+  for window, stride, pad, want in (((3,), 2, 1, "window"), ((14,), 5, 1, "tiles")):
+    _, taps = geo.window_geometry("avg_pool", (2, 1024, 64), window, stride, pad, 1, False,
+                                  "channels_last")
+    assert planner.plan("sum", taps, np.float32, gpu, inner=64).values == want
+  # channels_first 56 -> 5 on CUDA: the gradient's only reduce_windows are the forward's
+  x = randn(np.random.default_rng(1), (2, 3, 56, 56))
+  fn = functools.partial(jaxpool.adaptive_avg_pool, output_size=(5, 5),
+                         data_format="channels_first")
+  text = _program(_grad(fn), x, "cuda")
+  dims = re.findall(r"window_dimensions = array<i64: ([0-9, ]+)>", text)
+  assert sorted(dims) == ["1, 1, 1, 12", "1, 1, 12, 1"], dims
+  assert "concatenate" in _ops(text)  # the planes' interleave
+  # that plan, forced here, against NumPy's sums and their transpose
+  p = planner.plan("sum", bins, np.float32, gpu, inner=1)
+  s, vjp = jax.vjp(lambda v: sum_pool(v, (2, 3), bins, plan=p), x)
+  xn, g = np.asarray(x, np.float64), randn(np.random.default_rng(3), s.shape)
+  want, want_dx = np.zeros(s.shape), np.zeros(x.shape)
+  for i in range(5):
+    for j in range(5):
+      rows, cols = slice(11 * i, 11 * i + 12), slice(11 * j, 11 * j + 12)
+      want[..., i, j] = xn[..., rows, cols].sum((-2, -1))
+      want_dx[..., rows, cols] += np.asarray(g)[..., i, j, None, None]
+  np.testing.assert_allclose(s, want, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(vjp(g)[0], want_dx, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", CUDA_BLOCKS)
 def test_cuda_reduces_large_blocks(name):
   """On CUDA, non-overlapping windows over ``SMALL`` elements are a reshape and one

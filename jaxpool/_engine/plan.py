@@ -799,7 +799,12 @@ def _gpu_plan(op, taps, dtype, inner=0, mapped=False) -> Plan:
     forms (tiled or separable slices, one axis at a time, the phase planes): the
     transpose of a ``reduce_window`` sum is a padded, dilated ``reduce_window`` of the
     cotangent, slow there for large or strided windows (adaptive avg 56 -> 5, 12x12
-    windows at stride 11). Not ``mapped`` ones (``lp_pool``: slower so);
+    windows at stride 11). The derivative form is the CPU rule's, given the values form
+    and the elements after the pooled axes: on an H200, channels_first 56 -> 5 routed
+    back by the planes one axis at a time beat the ``reduce_window`` transpose, and
+    padded 5x5 windows beat the joint planes so ("CUDA sums' derivative: the CPU rule").
+    Not ``mapped`` ones (``lp_pool``: slower so), nor windows of at most ``SMALL``
+    elements over one axis (avg 3/2 p1: no gain on an H100, 1.04-1.45x on an H200);
   - the max/min derivative of windows of at most ``SMALL`` elements routes the
     cotangent through the reshape's transpose or the phase planes, which beat
     ``select_and_scatter`` there (larger windows do not);
@@ -820,9 +825,11 @@ def _gpu_plan(op, taps, dtype, inner=0, mapped=False) -> Plan:
     if op == "indices" and all(map(unpadded, taps)):
       return dataclasses.replace(blocks, indices="block_match")
   pooled = _regular(taps)
-  if op == "sum" and regular and pooled and not blocked(taps) and not mapped:
-    values = values_form(pooled, "sum", inner if len(pooled) == len(taps) else 0)
-    return dataclasses.replace(p, values=values, backward=_sum_backward(taps))
+  small_1d = len(pooled) == 1 and size <= SMALL
+  if op == "sum" and regular and pooled and not blocked(taps) and not mapped and not small_1d:
+    known = inner if len(pooled) == len(taps) else 0
+    values = values_form(pooled, "sum", known)
+    return dataclasses.replace(p, values=values, backward=_sum_backward(taps, values, known))
   if p.backward != "jax" or op == "sum":
     return p
   if size > SMALL and not _is_64bit_float(dtype):
