@@ -1880,17 +1880,18 @@ def test_cpu_sums_route_back_by_the_measured_form(shape, window, stride, pad, ba
   ``TRANSPOSE_INNER_MIN`` channels. The transpose of larger tiled slices or of a 1-D
   ``reduce_window`` took 3-30x (avg 4x4/4 11.7 ms against 1.7), that of wider
   ``reduce_window`` axes up to 16x, joint planes of large windows up to 5.6x
-  (benchmarks/README.md, "Strided sums"). GPU and TPU keep their plans. Values and
-  gradient (count_include_pad=False divisors) against the reference."""
+  (benchmarks/README.md, "Strided sums"). TPU keeps its plan; CUDA takes this rule's form
+  except over blocks (its own blocks row: a broadcast) and 1-D windows of at most
+  ``SMALL`` elements (the canonical plan; "CUDA sums' derivative: the CPU rule"). Values
+  and gradient (count_include_pad=False divisors) against the reference."""
   _, taps = geo.window_geometry("avg_pool", shape, window, stride, pad, 1, False,
                                 "channels_last")
   cpu = planner.plan("sum", taps, np.float32, planner.Target("cpu", True), inner=shape[-1])
   assert cpu.backward == backward, cpu
-  strided = pad == 0 and stride > 1
   assert planner.plan("sum", taps, np.float32, planner.Target("accelerator", True),
                       inner=shape[-1]).backward == "jax"
   assert planner.plan("sum", taps, np.float32, planner.Target("gpu", True),
-                      inner=shape[-1]).backward == ("jax" if strided else "planes")
+                      inner=shape[-1]).backward == ("jax" if planner.blocked(taps) else backward)
   rng = np.random.default_rng(0)
   x = randn(rng, shape)
 
