@@ -1232,9 +1232,10 @@ def test_non_overlapping_sums_are_not_unfolded():
 
 
 def test_folds_reduce_the_whole_axis(rng):
-  """Eighths, then halves, then the uneven remainders: every element exactly once."""
+  """Eighths, then halves (an odd length reached by halving in the fewest parts up to
+  eight that divide it), then the uneven remainders: every element exactly once."""
   fold = jax.jit(folds, static_argnums=(1, 2))
-  for n in (1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 100, 513):
+  for n in (1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 49, 98, 100, 343, 513, 1568):
     x = randn(rng, (2, n, 3))
     for kind, want in (("sum", x.sum(1, keepdims=True)), ("max", x.max(1, keepdims=True)),
                        ("min", x.min(1, keepdims=True))):
@@ -1244,6 +1245,38 @@ def test_folds_reduce_the_whole_axis(rng):
     ints = rng.integers(-9, 9, (2, n, 3))  # exact: each element counted once
     np.testing.assert_array_equal(fold(jnp.asarray(ints), 1, "sum"),
                                   ints.sum(1, keepdims=True))
+
+
+def _fusions_reading_the_input(text: str) -> list[str]:
+  """The fusions of a compiled program's entry that read its first parameter (or a
+  bitcast of it)."""
+  entry = text[text.find("ENTRY"):]
+  names = {re.search(r"%(\S+) = \S+ parameter\(0\)", entry).group(1)}
+  for m in re.finditer(r"%(\S+) = \S+ bitcast\(%(\S+)\)", entry):
+    if m.group(2) in names:
+      names.add(m.group(1))
+  return [m.group(1) for m in re.finditer(r"%(\S+) = \S+ fusion\(([^)]*)\)", entry)
+          if {a.strip().lstrip("%") for a in m.group(2).split(",")} & names]
+
+
+def test_folds_read_the_input_once():
+  """The global max over 16x28x28 = 8 x 2^5 x 49 positions folds 49 into 7 parts of 7:
+  a remainder taken from that length made XLA:CPU compute the first passes twice, in two
+  fusions that each read the whole input (forward 1.7-1.9x as long; benchmarks/README.md,
+  "Folds without a remainder"). One fusion reads it now; values (NaN too) and the
+  gradient against NumPy."""
+  x = randn(np.random.default_rng(0), (2, 16, 28, 28, 3))
+  x[1, 5, 6, 7, 2] = np.nan
+  fn = functools.partial(jaxpool.global_max_pool, num_spatial_dims=3)
+  text = jax.jit(fn).lower(_on_cpu(x)).compile().as_text()
+  assert len(_fusions_reading_the_input(text)) == 1, _fusions_reading_the_input(text)
+  want = x.max((1, 2, 3))
+  np.testing.assert_array_equal(fn(_on_cpu(x)), want)
+  g = jax.grad(lambda v: jnp.sum(jnp.nan_to_num(fn(v)) ** 2))(_on_cpu(x[:1]))
+  flat = x[0].reshape(-1, 3)
+  want_g = np.zeros_like(flat)
+  want_g[flat.argmax(0), np.arange(3)] = 2 * flat.max(0)
+  np.testing.assert_allclose(np.asarray(g)[0].reshape(-1, 3), want_g, rtol=1e-6)
 
 
 def test_axis_sum_folds_long_non_minor_axes_on_cpu_only(rng):
