@@ -1232,8 +1232,9 @@ def test_non_overlapping_sums_are_not_unfolded():
 
 
 def test_folds_reduce_the_whole_axis(rng):
-  """Eighths, then halves (an odd length reached by halving in the fewest parts up to
-  eight that divide it), then the uneven remainders: every element exactly once."""
+  """Eighths, then halves (an odd length over eight reached by halving in the fewest
+  parts up to eight that divide it), then the uneven remainders: every element exactly
+  once."""
   fold = jax.jit(folds, static_argnums=(1, 2))
   for n in (1, 2, 3, 7, 8, 9, 15, 16, 17, 23, 49, 98, 100, 343, 513, 1568):
     x = randn(rng, (2, n, 3))
@@ -1262,9 +1263,9 @@ def _fusions_reading_the_input(text: str) -> list[str]:
 def test_folds_read_the_input_once():
   """The global max over 16x28x28 = 8 x 2^5 x 49 positions folds 49 into 7 parts of 7:
   a remainder taken from that length made XLA:CPU compute the first passes twice, in two
-  fusions that each read the whole input (forward 1.7-1.9x as long; benchmarks/README.md,
-  "Folds without a remainder"). One fusion reads it now; values (NaN too) and the
-  gradient against NumPy."""
+  fusions that each read the whole input (forward about twice as long;
+  benchmarks/README.md, "Folds without a remainder"). One fusion reads it now; values
+  (NaN too) and the gradient against NumPy."""
   x = randn(np.random.default_rng(0), (2, 16, 28, 28, 3))
   x[1, 5, 6, 7, 2] = np.nan
   fn = functools.partial(jaxpool.global_max_pool, num_spatial_dims=3)

@@ -178,14 +178,14 @@ def reduce_window(x: jax.Array, axes: Sequence[int], taps: Sequence[AxisTaps],
 def folds(x: jax.Array, axis: int, kind: str) -> jax.Array:
   """Max/min/sum over the whole ``axis`` (kept as size 1) by folding it: its eight
   equal parts combined elementwise (one pass writing an eighth of ``x``), then the
-  result's two halves, then theirs, down to one. An odd length reached by halving
-  splits into the fewest equal parts, up to eight, that divide it; otherwise the
-  remainder of an uneven split is folded alike and joins at the end. Slices and
-  elementwise ops only, which XLA fuses into a few passes. (A remainder taken after
-  several halvings made XLA:CPU compute the first passes twice, reading ``x`` twice:
-  global max 3-D over 16x28x28 = 8 x 2^5 x 49 took 1.7-1.9x as long; an odd length
-  right after the first pass, as in a 56-wide axis, kept its remainder: 7 parts
-  measured no faster there. benchmarks/README.md, "Folds without a remainder".)
+  result's two halves, then theirs, down to one. An odd length over eight reached by
+  halving splits into the fewest equal parts, up to eight, that divide it; otherwise
+  the remainder of an uneven split is folded alike and joins at the end. Slices and
+  elementwise ops only, which XLA fuses into a few passes. (A remainder taken there
+  made XLA:CPU compute the first passes twice, reading ``x`` twice: the global max over
+  16x28x28 = 8 x 2^5 x 49 positions took about twice as long. Shorter odd lengths, and
+  those right after the first pass, keep their remainder: no faster split measured;
+  benchmarks/README.md, "Folds without a remainder".)
 
   >>> import jax.numpy as jnp
   >>> folds(jnp.arange(98.0).reshape(1, 98), 1, "max")
@@ -194,7 +194,7 @@ def folds(x: jax.Array, axis: int, kind: str) -> jax.Array:
   combine, n, parts, rest, halved = COMBINE[kind], x.shape[axis], 8, [], False
   while n > 1:
     parts = min(parts, n)
-    if n % parts and halved:
+    if n % parts and halved and n > 8:
       parts = next((p for p in range(3, 9) if n % p == 0), 2)
     halved = parts == 2
     q = n // parts
