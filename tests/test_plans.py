@@ -375,15 +375,27 @@ def test_cuda_sums_overlapping_windows_by_slices(layout):
   p = planner.plan("sum", taps, np.float32, gpu, inner=3)
   assert p.values != "window"
   s, vjp = jax.vjp(lambda v: sum_pool(v, (1, 2), taps, plan=p), x)
-  xn, g = np.asarray(x, np.float64), randn(np.random.default_rng(3), s.shape)
-  want, want_dx = np.zeros(s.shape), np.zeros(x.shape)
+  g = randn(np.random.default_rng(3), s.shape)
+  want, want_dx = _sums_56_to_5(x, g, channels_last=True)
+  np.testing.assert_allclose(s, want, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(vjp(g)[0], want_dx, rtol=1e-5, atol=1e-4)
+
+
+def _sums_56_to_5(x, g, channels_last):
+  """NumPy's sums over the adaptive 56 -> 5 windows (12 wide at stride 11) of ``x``'s
+  two spatial axes, and their transpose applied to the cotangent ``g``."""
+  xn, gn = np.asarray(x, np.float64), np.asarray(g, np.float64)
+  if channels_last:
+    xn, gn = np.moveaxis(xn, -1, 1), np.moveaxis(gn, -1, 1)
+  want, want_dx = np.zeros(gn.shape), np.zeros(xn.shape)
   for i in range(5):
     for j in range(5):
       rows, cols = slice(11 * i, 11 * i + 12), slice(11 * j, 11 * j + 12)
-      want[:, i, j] = xn[:, rows, cols].sum((1, 2))
-      want_dx[:, rows, cols] += np.asarray(g)[:, i, j, None, None]
-  np.testing.assert_allclose(s, want, rtol=1e-5, atol=1e-4)
-  np.testing.assert_allclose(vjp(g)[0], want_dx, rtol=1e-5, atol=1e-4)
+      want[..., i, j] = xn[..., rows, cols].sum((-2, -1))
+      want_dx[..., rows, cols] += gn[..., i, j, None, None]
+  if channels_last:
+    want, want_dx = np.moveaxis(want, 1, -1), np.moveaxis(want_dx, 1, -1)
+  return want, want_dx
 
 
 def test_cuda_sums_route_back_by_the_cpu_rule():
@@ -423,13 +435,8 @@ def test_cuda_sums_route_back_by_the_cpu_rule():
   # that plan, forced here, against NumPy's sums and their transpose
   p = planner.plan("sum", bins, np.float32, gpu, inner=1)
   s, vjp = jax.vjp(lambda v: sum_pool(v, (2, 3), bins, plan=p), x)
-  xn, g = np.asarray(x, np.float64), randn(np.random.default_rng(3), s.shape)
-  want, want_dx = np.zeros(s.shape), np.zeros(x.shape)
-  for i in range(5):
-    for j in range(5):
-      rows, cols = slice(11 * i, 11 * i + 12), slice(11 * j, 11 * j + 12)
-      want[..., i, j] = xn[..., rows, cols].sum((-2, -1))
-      want_dx[..., rows, cols] += np.asarray(g)[..., i, j, None, None]
+  g = randn(np.random.default_rng(3), s.shape)
+  want, want_dx = _sums_56_to_5(x, g, channels_last=False)
   np.testing.assert_allclose(s, want, rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(vjp(g)[0], want_dx, rtol=1e-5, atol=1e-4)
 
