@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One lease of a CUDA machine (the device tool), about 9 minutes: the plan tests on the
+# One lease of a CUDA machine (the device tool), about 7 minutes (400 s on an H200 in
+# session 23, plus the machine's start): the plan tests on the
 # GPU, the sweep at GPU sizes with the canonical and CPU plans forced beside the planned
 # one (adaptive, global and channel ops first, then the windowed ops; about 1.5 s a row
 # on an H100), and the CUDA rows' fences. Each step has its own time limit and writes
