@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One lease of a CUDA machine (the device tool), about 7 minutes (400 s on an H200 in
-# session 23, plus the machine's start): the plan tests on the
-# GPU, the sweep at GPU sizes with the canonical and CPU plans forced beside the planned
-# one (adaptive, global and channel ops first, then the windowed ops; about 1.5 s a row
-# on an H100), and the CUDA rows' fences. Each step has its own time limit and writes
+# session 23, plus the machine's start): the plan tests on the GPU, the sweep at GPU
+# sizes with the canonical and CPU plans forced beside the planned one (adaptive, global
+# and channel ops first, then the windowed ops; about 1.3-1.5 s a row), and the CUDA
+# rows' fences. Each step has its own time limit and writes
 # under $OUT as it goes, so a cut step still leaves what it measured. The heat maps are
 # left out (the device tool brings back at most 8 files); draw them from the JSON with
 # benchmarks.sweep.heatmap. Run from the repository root:
