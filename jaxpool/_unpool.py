@@ -41,36 +41,68 @@ def _select_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
                       window: tuple[int, ...], stride: tuple[int, ...],
                       pads: tuple[tuple[int, int], ...], size: tuple[int, ...],
                       address: str) -> jax.Array:  # address: the backward's
-  """Scatter-free unpooling for non-overlapping windows (``stride >= window``).
+  """Scatter-free unpooling of indices that lie in their own windows.
 
-  Each value may only land in its own window, so the output, viewed as windows
-  ``(..., n_0, stride_0, n_1, stride_1, ...)``, is one compare-and-select against the
-  static flat index of every window position, then a reshape and a pad (or crop) to
-  ``size``. Indices outside their window match nothing and are dropped. Plain
-  element-wise HLO on every backend. The gradient gathers the cotangent at each index
-  that lies in its window (:func:`_in_window_backward`).
+  The output, each axis of stride ``s > 1`` viewed as rows of ``s`` positions over the
+  padded extent (``(..., q, s, ...)``), takes at each position the value of each window
+  covering it whose index names that position: per window offset ``t`` (the window
+  ``q - t`` along each axis, ``0 <= t < ceil(window / stride)``; one offset where the
+  windows do not overlap), one compare against the static flat index of every position
+  and a select; then a reshape and a pad (or crop) to ``size``. Where overlapping
+  windows name the same position, the window last in row-major order is written, as a
+  serial scatter writes it. Indices outside their window match nothing and are
+  dropped. Plain element-wise HLO on every backend. The gradient gathers the
+  cotangent at each index that lies in its window (:func:`_in_window_backward`).
   """
-  strides_flat = geo.row_major_strides(size)
-  cand = np.zeros((), np.int64)
-  valid = np.ones((), bool)
-  for n, k, s, (lo, _), st in zip(np.take(v.shape, axes), window, stride, pads, strides_flat):
-    j = np.arange(s)
-    q = np.arange(n)[:, None] * s - lo + j[None, :]          # (n, stride) positions
-    cand = np.add.outer(cand, q * st)
-    valid = np.logical_and.outer(valid, np.broadcast_to(j < k, q.shape))
+  reach = tuple(-(-k // s) for k, s in zip(window, stride))  # windows covering a row
+  rows = tuple(v.shape[a] + r - 1 for a, r in zip(axes, reach))
+  cand = np.zeros((), np.int64)                   # each position's flat output index
+  for n, s, (lo, _), st in zip(rows, stride, pads, geo.row_major_strides(size)):
+    cand = np.add.outer(cand, (np.arange(n)[:, None] * s - lo + np.arange(s)) * st)
   cand = np.clip(cand, -2**31, 2**31 - 1).astype(np.int32)  # out-of-range rows are cropped
-  expanded = tuple(a + i + 1 for i, a in enumerate(axes))
-  grid = [1] * (v.ndim + len(axes))
-  for i, a in enumerate(axes):
-    grid[a + i], grid[a + i + 1] = cand.shape[2 * i], cand.shape[2 * i + 1]
-  hit = jnp.expand_dims(idx, expanded) == cand.reshape(grid)
-  if not valid.all():
-    hit = hit & valid.reshape(grid)
+  # the view: each pooled axis as (rows, stride), or as rows alone where the stride is
+  # 1 (XLA:CPU did not vectorize a select over unit axes); the pooled axes are adjacent
+  view, expanded = [], []
+  for n, s in zip(rows, stride):
+    view += [n, s] if s > 1 else [n]
+    if s > 1:
+      expanded.append(axes[0] + len(view) - 1)
+  cgrid = [1] * axes[0] + view + [1] * (v.ndim - axes[-1] - 1)
   zero = np.zeros((), v.dtype)
-  out = jnp.where(hit, jnp.expand_dims(v, expanded), zero)
+  shifted = any(r > 1 for r in reach)
+  if shifted:
+    # v and idx padded by reach - 1 rows on both sides, into memory once; each offset
+    # reads a slice of them (pads fused per offset XLA:CPU did not vectorize)
+    config = [(0, 0, 0)] * v.ndim
+    for a, r in zip(axes, reach):
+      config[a] = (r - 1, r - 1, 0)
+    vp = computed_once(lax.pad(v, zero, config), v)
+    ip = computed_once(lax.pad(idx, np.int32(-1), config), v)
+  out = None
+  # offsets in descending row-major order: the last select that hits is the window
+  # latest in row-major order (the least offset)
+  for t in reversed(list(np.ndindex(*reach))):
+    vt, it = v, idx
+    if shifted:  # the window t rows back, at each row
+      start = [0] * v.ndim
+      for a, ti, r in zip(axes, t, reach):
+        start[a] = r - 1 - ti
+      limit = [b + n for b, n in zip(start, v.shape)]
+      for a, r in zip(axes, reach):
+        limit[a] += r - 1
+      vt, it = lax.slice(vp, start, limit), lax.slice(ip, start, limit)
+    hit = jnp.expand_dims(it, tuple(expanded)) == cand.reshape(cgrid)
+    # a window covers position j of the row t rows on where t * stride + j < window
+    valid = np.ones((), bool)
+    for n, ti, k, s in zip(rows, t, window, stride):
+      valid = np.logical_and.outer(valid, np.broadcast_to(np.arange(s) + ti * s < k, (n, s)))
+    if not valid.all():
+      hit = hit & valid.reshape(cgrid)
+    out = jnp.where(hit, jnp.expand_dims(vt, tuple(expanded)),
+                    zero if out is None else out)
   merged = list(v.shape)
-  for a, s in zip(axes, stride):
-    merged[a] *= s
+  for a, s, n in zip(axes, stride, rows):
+    merged[a] = n * s
   out = out.reshape(merged)
   config = [(0, 0, 0)] * v.ndim
   for a, (lo, _), n in zip(axes, pads, size):
@@ -110,10 +142,14 @@ def _in_window_backward(v, operands, y, axes, window, stride, pads, size, addres
   """
   (idx,) = operands
   ok = _in_own_window(idx, axes, window, stride, pads, size)
+  overlapping = any(k > s for k, s in zip(window, stride))
 
   def back(g):
     picked = gather(flat_spatial(g, axes), flat_spatial(idx, axes), axes[0], address)
-    return jnp.where(ok, picked.reshape(idx.shape), np.zeros((), g.dtype))
+    out = jnp.where(ok, picked.reshape(idx.shape), np.zeros((), g.dtype))
+    # into memory once: fused, XLA:CPU recomputed the window check (a compare per
+    # window position) for every element of the pooling's derivative that reads it
+    return computed_once(out, idx) if overlapping else out
   return back
 
 
@@ -144,8 +180,11 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
   first checks whether every index lies in its own window and then skips the scatter
   (same result). With ``indices_in_window`` and non-overlapping windows: one fused
   compare-and-select, a reshape and a pad instead, on every backend; the backward is
-  the same gather, masked to the indices that lie in their window. Measurements:
-  ``benchmarks/README.md``.
+  the same gather, masked to the indices that lie in their window. With
+  ``indices_in_window`` and small overlapping windows (at most 9 elements, over one
+  axis or strided on every axis, float32/64, at least 16 elements after the spatial
+  axes) on a lone CPU device, the same select with one compare per window covering a
+  position. Measurements: ``benchmarks/README.md``.
 
   Args:
     values: pooled values (float, int or bool).
@@ -168,8 +207,9 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
       the pooled input's spatial size. For non-overlapping windows (``strides >=
       window_shape``, e.g. SegNet's 2x2/2) this selects the scatter-free lowering on
       every backend; an index outside its window is then dropped instead of written.
-      Overlapping windows use the scatter either way. Default ``False``: plain scatter
-      semantics.
+      Overlapping windows keep the scatter, except the small ones above on a lone CPU
+      device, where such an index is dropped too: keep the promise. Default ``False``:
+      plain scatter semantics.
 
   Returns:
     The unpooled array, the dtype of ``values``. Where several values share an index,
@@ -311,5 +351,5 @@ def unpool(values, idx, blocks, shape: tuple[int, ...], in_window: bool, *,
   if plan is not None:
     return run(planner.forced(plan, "unpool", taps))(values, idx)
   plans = planner.plans("unpool", taps, values.dtype, size=math.prod(shape),
-                        in_window=in_window)
+                        in_window=in_window, inner=math.prod(values.shape[axes[-1] + 1:]))
   return on_backends(run, plans, values, idx)

@@ -11,7 +11,8 @@ from test_window import CASES, IDS, ROTATED, _kw, _ref_args
 from util import LAYOUTS, from_layout, maybe_jit, randn, ties, to_layout
 
 import jaxpool
-from jaxpool import _scatter
+from jaxpool import _scatter, _unpool
+from jaxpool._engine.plan import Plan
 
 
 @pytest.mark.parametrize("case,data_format,use_jit", ROTATED)
@@ -252,8 +253,57 @@ def test_unpool_default_checks_indices_first(rng, geometry, use_jit):
   assert ("conditional" in hlo) == (jax.default_backend() == "cpu")
 
 
+@pytest.mark.parametrize("geometry, planned", [
+    (((9, 10), (3, 3), (2, 2), ((1, 1), (1, 1))), True),
+    (((9, 8), (3, 2), (2, 2), ((0, 0), (1, 0))), True),
+    (((17,), (5,), (2,), ((2, 2),)), True),
+    (((16,), (3,), (1,), ((1, 1),)), True),
+    (((7, 8), (3, 3), (1, 1), ((1, 1), (1, 1))), False),
+    (((8, 9), (2, 4), (1, 2), ((0, 0), (1, 2))), False),
+    (((4, 5, 6), (2, 2, 2), (1, 1, 1), ((0, 0), (0, 0), (0, 0))), False),
+], ids=["3x3s2p1", "3x2s2", "1d-5s2p2", "1d-3s1p1", "3x3s1p1", "2x4-mixed", "3d-2s1"])
+def test_unpool_in_window_overlapping_select(rng, geometry, planned):
+  """Promised indices of overlapping windows by one compare-and-select per window
+  covering a position (planned on a lone CPU device for small strided or 1-D windows
+  with 16+ channels after them; forced elsewhere). Against NumPy's serial scatter:
+  values that share an index (windows overlap) leave the window last in row-major
+  order; an index outside its window is dropped; the gradient gathers the cotangent at
+  each kept index."""
+  size, window, stride, pads = geometry
+  kw = dict(window_shape=window, strides=stride, padding=pads, output_size=size)
+  x = randn(rng, (2, 16) + size)
+  _, i = jaxpool.max_pool_with_indices(to_layout(x, "channels_last"), window, stride, pads)
+  i = from_layout(i, "channels_last")
+  v = randn(rng, i.shape)  # unequal values where windows share a maximum
+  axes = tuple(range(1, 1 + len(size)))
+  select = None if planned else Plan(unpool="select", address="flat")
+  f = jax.jit(lambda a, b: jaxpool.max_unpool(a, b, indices_in_window=True, **kw)
+              if planned else _unpool.unpool(a, b, (axes, window, stride, pads, size),
+                                             a.shape[:1] + size + a.shape[-1:], True,
+                                             plan=select))
+  to_cl = functools.partial(to_layout, data_format="channels_last")
+  np.testing.assert_array_equal(from_layout(f(to_cl(v), to_cl(i)), "channels_last"),
+                                ref.max_unpool(v, i, size))
+  bad = i.copy()
+  bad.reshape(-1)[::3] += 1
+  bad.reshape(-1)[::7] = -1
+  np.testing.assert_array_equal(from_layout(f(to_cl(v), to_cl(bad)), "channels_last"),
+                                _in_window_reference(v, bad, window, stride, pads, size))
+  g = randn(rng, (2, 16) + size)
+  kept = _kept_indices(v.shape[2:], bad, window, stride, pads, size)
+  dv = jax.grad(lambda a: jnp.sum(f(a, to_cl(bad)) * to_cl(g)))(to_cl(v))
+  flat_g, m = g.reshape(32, -1), int(np.prod(size))
+  want = np.where(kept >= 0, np.take_along_axis(
+      flat_g, np.clip(kept.reshape(32, -1), 0, m - 1), 1).reshape(kept.shape), 0)
+  np.testing.assert_array_equal(from_layout(dv, "channels_last"), want)
+  hlo = f.lower(to_cl(v), to_cl(i)).compile().as_text()
+  # planned: the lone CPU device's plan (CUDA keeps the scatter); forced: everywhere
+  assert ("scatter" in hlo) == (planned and jax.default_backend() != "cpu")
+
+
 def test_unpool_in_window_overlapping_windows_scatter(rng):
-  """Overlapping windows keep the scatter even with the promise: same result."""
+  """Overlapping windows with few channels after them (and larger windows, or several
+  devices) keep the scatter even with the promise: same result."""
   x = randn(rng, (2, 7, 7, 3))
   v, i = jaxpool.max_pool_with_indices(x, (3, 3), 2, 1)
   bad = np.asarray(i).copy()

@@ -87,6 +87,9 @@ ROWS = {
     "unpool_2x2": (lambda x: _unpool(x, (2, 2)), S2, False),
     "unpool_2x2_in_window": (lambda x: _unpool(x, (2, 2), indices_in_window=True), S2, False),
     "unpool_3x3s2p1": (lambda x: _unpool(x, (3, 3), 2, 1), S2, False),
+    # overlapping windows by the select (16 channels: a lone CPU device's plan)
+    "unpool_3x3s2p1_in_window": (lambda x: _unpool(x, (3, 3), 2, 1, indices_in_window=True),
+                                 (1, 5, 4, 16), False),
     "unpool_1d": (lambda x: _unpool(x, (2,)), S1, False),
     # adaptive: equal bins, irregular (overlapping) bins, output > input, 1-D, 3-D
     "adaptive_avg_3x5": (lambda x: jaxpool.adaptive_avg_pool(x, (3, 5)), S2, False),
@@ -200,7 +203,7 @@ LINEAR = [n for n in NAMES if not n.startswith(("lp", "gem")) and "LPPool" not i
 # Overlapping unpool windows can put two (equal) values at one index: the scatter writes
 # one of them while the derivative, PyTorch's, gathers the cotangent into both, so finite
 # differences disagree by design there (jacfwd == jacrev still holds).
-CONVENTION = {"unpool_3x3s2p1"}
+CONVENTION = {"unpool_3x3s2p1", "unpool_3x3s2p1_in_window"}
 
 
 def test_one_per_function_covers_every_function():

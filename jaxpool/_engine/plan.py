@@ -46,6 +46,8 @@ BLOCKS_MAX = 100   # 2-D max/min window elements reduced as blocks (sums, 3+ axe
 BLOCKS_INNER_MIN = 384  # elements after the pooled axes for max/min blocks at any size
 BLOCK_BACK_INNER_MAX = 64  # elements after the pooled axes for float32 dense block derivatives
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
+SELECT_INNER_MIN = 16  # elements after the pooled axes for unpooling overlapping windows
+# by compare-and-select (windows of at most SMALL elements, 1-D or strided)
 PLANES_MAX = 16    # padded untiled window elements routed back by phase planes; more: scatter
 TRANSPOSE_WINDOW_MAX = 13  # per-axis window of a reduce_window sum whose transpose stays fast
 TRANSPOSE_INNER_MIN = 16   # elements after the pooled axes for that transpose
@@ -112,7 +114,9 @@ class Plan:
       ``"match"`` (the values, then the first real offset holding them, a select
       chain), ``"first_max"`` / ``"first_max_tiled"`` (compare chain) or ``"chain"``.
     unpool: ``"scatter"``, ``"check_select"`` (a check that every index lies in its
-      window, then a compare-and-select instead of the scatter) or ``"select"``.
+      window, then a compare-and-select instead of the scatter) or ``"select"`` (the
+      compare-and-select alone, for indices promised to lie in their windows; over
+      overlapping windows one compare per window covering a position).
     bins: how max/min values, offsets and the chain derivative (or a sum) read the
       bins of adaptive (irregular) axes: ``"gather"`` (one static gather; ``None`` is
       the same), ``"periods"`` (bins that repeat every few elements, as adaptive bins
@@ -506,7 +510,7 @@ def plan(op: str, taps: Sequence[AxisTaps], dtype, target: Target, *, size: int 
     raise ValueError(f"plan: op must be one of {OPS}, got {op!r}.")
   taps = tuple(taps)
   if op == "unpool":
-    return _unpool_plan(taps, target, size, in_window)
+    return _unpool_plan(taps, dtype, target, size, in_window, inner)
   if target.platform == "cpu":
     return _cpu_plan(op, taps, dtype, target, size, mapped, inner)
   if target.platform == "gpu":
@@ -850,13 +854,22 @@ def axis_sum_form(size: int, inner: int, target: Target) -> str:
   return "reduce"
 
 
-def _unpool_plan(taps, target, size, in_window) -> Plan:
+def _unpool_plan(taps, dtype, target, size, in_window, inner=0) -> Plan:
   """The in-window check pays where the scatter is a serial loop (XLA:CPU, a lone
   device: with several the check would need a collective). On CUDA it won alone but
-  lost fused after the pooling that made the indices: the scatter stays there."""
+  lost fused after the pooling that made the indices: the scatter stays there.
+  Promised indices of overlapping float32/64 windows of at most ``SMALL`` elements,
+  over one axis or strided on every axis, with at least ``SELECT_INNER_MIN`` elements
+  after the pooled axes, take the compare-and-select there too (benchmarks/README.md,
+  "Unpooling overlapping windows by compare-and-select"); unpromised, the check lost to
+  the scatter."""
   address = _address(target, size)
   nonoverlapping = blocked(taps)
   if in_window and nonoverlapping:
+    form = "select"
+  elif (in_window and address == "flat" and inner >= SELECT_INNER_MIN
+        and not _is_16bit_float(dtype) and math.prod(t.window for t in taps) <= SMALL
+        and (len(taps) == 1 or all(t.stride > 1 for t in taps))):
     form = "select"
   elif (address == "flat" and nonoverlapping
         and math.prod(t.window for t in taps) <= CHECK_MAX):
@@ -964,8 +977,8 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
             "plan")
   if p.indices == "block" and not (blocked(taps) and all(map(unpadded, taps))):
     return "indices='block' needs unpadded non-overlapping windows"
-  if p.unpool in ("check_select", "select") and not blocked(taps):
-    return f"unpool={p.unpool!r} needs non-overlapping windows"
+  if p.unpool in ("check_select", "select") and any(t.dilation > 1 for t in taps):
+    return f"unpool={p.unpool!r} needs undilated windows"
   if p.unpool is not None and p.address is None:
     return "unpool needs an address form"
   return None
