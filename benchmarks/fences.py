@@ -6,7 +6,8 @@ patched while it compiles), timed interleaved in one process, medians of batches
 
 Rows: the ``fence`` field (values computed into memory once where XLA:CPU would fuse
 them into every reader or into a serial scatter loop) for lp's cotangent, max chains
-over shared elements and unpool's scatter; the ``match_real`` scatter backward of large
+over shared elements and unpool's scatter; promised unpool indices of small overlapping
+windows by compare-and-select against the scatter; the ``match_real`` scatter backward of large
 padded windows against the phase planes; ``upcast`` of 16-bit max (float32 throughout)
 against 16-bit arithmetic; the channel mean folded against one reduce; indices matched
 against the compare chain, blocked indices against the per-axis chain, and adaptive bins
@@ -54,10 +55,10 @@ def _grad_of_square(f):
   return jax.grad(lambda v: jnp.sum(f(v).astype(jnp.float32) ** 2))
 
 
-def _pool_unpool(window, strides, padding):
+def _pool_unpool(window, strides, padding, **kw):
   def f(x):
     v, i = jaxpool.max_pool_with_indices(x, window, strides, padding)
-    return jaxpool.max_unpool(v, i, window, strides, padding, output_size=x.shape)
+    return jaxpool.max_unpool(v, i, window, strides, padding, output_size=x.shape, **kw)
   return f
 
 
@@ -155,6 +156,19 @@ CASES = {
                 "fence": False}),
     "pool+unpool 3x3/1 p1 fwd: unpool fence off": (
         S, "float32", _pool_unpool((3, 3), 1, 1), "unpool", {"fence": False}),
+    # promised indices of small overlapping windows: the compare-and-select against the
+    # scatter they had before
+    "pool+unpool in window 3x3/2 p1 fwd: scatter": (
+        S, "float32", _pool_unpool((3, 3), 2, 1, indices_in_window=True), "unpool",
+        {"unpool": "scatter", "fence": True}),
+    "pool+unpool in window 3x3/2 p1 fwd+bwd: scatter": (
+        S, "float32", _grad_of_square(_pool_unpool((3, 3), 2, 1, indices_in_window=True)),
+        "unpool",
+        {"unpool": "scatter", "fence": True}),
+    "pool+unpool in window 1-D 5/2 p2 fwd+bwd: scatter": (
+        (16, 1024, 64), "float32",
+        _grad_of_square(_pool_unpool((5,), 2, 2, indices_in_window=True)),
+        "unpool", {"unpool": "scatter", "fence": True}),
     "bf16 max 3x3/2 p1 fwd+bwd: 16-bit arithmetic": (
         S, "bfloat16", _grad(lambda x: jaxpool.max_pool(x, (3, 3), 2, 1)),
         "max", {"upcast": False}),

@@ -145,6 +145,10 @@ def _in_window_backward(v, operands, y, axes, window, stride, pads, size, addres
   overlapping = any(k > s for k, s in zip(window, stride))
 
   def back(g):
+    if overlapping:
+      # into memory first: fused, XLA:CPU recomputed a cotangent made from the output
+      # (a loss on it) at every gathered index, the select of each covering window
+      g = computed_once(g, idx)
     picked = gather(flat_spatial(g, axes), flat_spatial(idx, axes), axes[0], address)
     out = jnp.where(ok, picked.reshape(idx.shape), np.zeros((), g.dtype))
     # into memory once: fused, XLA:CPU recomputed the window check (a compare per
