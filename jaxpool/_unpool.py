@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Any
 
 import jax
@@ -37,6 +36,11 @@ def _scatter_backward(v, operands, y, m, axis, address):
 _unpool_scatter = transposed_jvp(_scatter, _scatter_backward, operands=1, static=3)
 
 
+def _overlapping(window: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+  """Whether windows overlap along some axis (a position lies in several windows)."""
+  return any(k > s for k, s in zip(window, stride))
+
+
 def _select_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
                       window: tuple[int, ...], stride: tuple[int, ...],
                       pads: tuple[tuple[int, int], ...], size: tuple[int, ...],
@@ -56,6 +60,9 @@ def _select_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
   """
   reach = tuple(-(-k // s) for k, s in zip(window, stride))  # windows covering a row
   rows = tuple(v.shape[a] + r - 1 for a, r in zip(axes, reach))
+  grown = list(v.shape)                           # v with each pooled axis as its rows
+  for a, n in zip(axes, rows):
+    grown[a] = n
   cand = np.zeros((), np.int64)                   # each position's flat output index
   for n, s, (lo, _), st in zip(rows, stride, pads, geo.row_major_strides(size)):
     cand = np.add.outer(cand, (np.arange(n)[:, None] * s - lo + np.arange(s)) * st)
@@ -69,7 +76,7 @@ def _select_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
       expanded.append(axes[0] + len(view) - 1)
   cgrid = [1] * axes[0] + view + [1] * (v.ndim - axes[-1] - 1)
   zero = np.zeros((), v.dtype)
-  shifted = any(r > 1 for r in reach)
+  shifted = _overlapping(window, stride)
   if shifted:
     # v and idx padded by reach - 1 rows on both sides, into memory once; each offset
     # reads a slice of them (pads fused per offset XLA:CPU did not vectorize)
@@ -87,9 +94,7 @@ def _select_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
       start = [0] * v.ndim
       for a, ti, r in zip(axes, t, reach):
         start[a] = r - 1 - ti
-      limit = [b + n for b, n in zip(start, v.shape)]
-      for a, r in zip(axes, reach):
-        limit[a] += r - 1
+      limit = [b + n for b, n in zip(start, grown)]
       vt, it = lax.slice(vp, start, limit), lax.slice(ip, start, limit)
     hit = jnp.expand_dims(it, tuple(expanded)) == cand.reshape(cgrid)
     # a window covers position j of the row t rows on where t * stride + j < window
@@ -100,9 +105,9 @@ def _select_in_window(v: jax.Array, idx: jax.Array, axes: tuple[int, ...],
       hit = hit & valid.reshape(cgrid)
     out = jnp.where(hit, jnp.expand_dims(vt, tuple(expanded)),
                     zero if out is None else out)
-  merged = list(v.shape)
-  for a, s, n in zip(axes, stride, rows):
-    merged[a] = n * s
+  merged = list(grown)
+  for a, s in zip(axes, stride):
+    merged[a] *= s
   out = out.reshape(merged)
   config = [(0, 0, 0)] * v.ndim
   for a, (lo, _), n in zip(axes, pads, size):
@@ -142,7 +147,7 @@ def _in_window_backward(v, operands, y, axes, window, stride, pads, size, addres
   """
   (idx,) = operands
   ok = _in_own_window(idx, axes, window, stride, pads, size)
-  overlapping = any(k > s for k, s in zip(window, stride))
+  overlapping = _overlapping(window, stride)
 
   def back(g):
     if overlapping:
@@ -186,9 +191,9 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
   compare-and-select, a reshape and a pad instead, on every backend; the backward is
   the same gather, masked to the indices that lie in their window. With
   ``indices_in_window`` and small overlapping windows (at most 9 elements, over one
-  axis or strided on every axis, float32/64, at least 16 elements after the spatial
-  axes) on a lone CPU device, the same select with one compare per window covering a
-  position. Measurements: ``benchmarks/README.md``.
+  axis or strided on every axis, 32/64-bit values, at least 16 elements after the
+  spatial axes) on a lone CPU device, the same select with one compare per window
+  covering a position. Measurements: ``benchmarks/README.md``.
 
   Args:
     values: pooled values (float, int or bool).
@@ -280,7 +285,7 @@ def max_unpool(values: ArrayLike, indices: ArrayLike, window_shape, strides=None
   in_window = geo.check_bool(fn, "indices_in_window", indices_in_window)
   blocks = (lay.spatial_axes, window, stride, pads, tuple(size))
   if (not in_window and host is not None and isinstance(values, jax.core.Tracer)
-      and all(map(operator.ge, stride, window))):
+      and not _overlapping(window, stride)):
     # indices that are a constant of a traced program: their in-window check on the host,
     # once, instead of a conditional that XLA constant-folds at length (seconds); the
     # select then serves every backend (benchmarks/README.md, "Unpool's in-window check")

@@ -1582,8 +1582,8 @@ def test_scatters_read_indices_made_once_on_cpu():
 
 def test_promised_overlapping_unpool_selects_on_a_lone_cpu():
   """Unpooling promised indices of overlapping windows: the compare-and-select on a lone
-  CPU device for float32/64 windows of at most ``SMALL`` elements, over one axis or
-  strided on every axis, with at least ``SELECT_INNER_MIN`` elements after them; the
+  CPU device for 32/64-bit values over windows of at most ``SMALL`` elements, over one
+  axis or strided on every axis, with at least ``SELECT_INNER_MIN`` elements after them; the
   scatter otherwise and on every other backend (benchmarks/README.md, "Unpooling
   overlapping windows by compare-and-select")."""
   lone, spmd = planner.Target("cpu", True), planner.Target("cpu", False)
@@ -1597,6 +1597,7 @@ def test_promised_overlapping_unpool_selects_on_a_lone_cpu():
 
   assert form((3, 3), 2, 1, 64) == "select"
   assert form((3, 3), 2, 1, 16, dtype=np.float64) == "select"
+  assert form((3, 3), 2, 1, 16, dtype=np.int32) == "select"
   assert form((5,), 2, 2, 64) == "select"
   assert form((7,), 1, 3, 64) == "select"
   # measured slower forward+backward: stride-1 2-D windows (2x4/1 1.26-1.30x), 16-bit

@@ -858,17 +858,17 @@ def _unpool_plan(taps, dtype, target, size, in_window, inner=0) -> Plan:
   """The in-window check pays where the scatter is a serial loop (XLA:CPU, a lone
   device: with several the check would need a collective). On CUDA it won alone but
   lost fused after the pooling that made the indices: the scatter stays there.
-  Promised indices of overlapping float32/64 windows of at most ``SMALL`` elements,
-  over one axis or strided on every axis, with at least ``SELECT_INNER_MIN`` elements
-  after the pooled axes, take the compare-and-select there too (benchmarks/README.md,
-  "Unpooling overlapping windows by compare-and-select"); unpromised, the check lost to
-  the scatter."""
+  Promised indices of 32/64-bit values over overlapping windows of at most ``SMALL``
+  elements, over one axis or strided on every axis, with at least ``SELECT_INNER_MIN``
+  elements after the pooled axes, take the compare-and-select there too
+  (benchmarks/README.md, "Unpooling overlapping windows by compare-and-select");
+  unpromised, the check lost to the scatter."""
   address = _address(target, size)
   nonoverlapping = blocked(taps)
   if in_window and nonoverlapping:
     form = "select"
   elif (in_window and address == "flat" and inner >= SELECT_INNER_MIN
-        and not _is_16bit_float(dtype) and math.prod(t.window for t in taps) <= SMALL
+        and np.dtype(dtype).itemsize >= 4 and math.prod(t.window for t in taps) <= SMALL
         and (len(taps) == 1 or all(t.stride > 1 for t in taps))):
     form = "select"
   elif (address == "flat" and nonoverlapping
