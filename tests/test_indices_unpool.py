@@ -305,6 +305,35 @@ def test_unpool_in_window_overlapping_select(rng, geometry, planned):
   np.testing.assert_array_equal(from_layout(dv, "channels_last"), want)
 
 
+@pytest.mark.parametrize("shape", [(3, 5), (8, 3), (9, 2, 4), (2, 17, 3), (20,), (4, 7, 8, 5)])
+def test_count_adds_every_flag(rng, shape):
+  """The in-window check's count (eight slices of an axis added, then a reduce) sums
+  every element, those past the last whole slice too."""
+  flags = (rng.random(shape) < 0.3).astype(np.int32)
+  assert int(jax.jit(_unpool._count)(flags)) == flags.sum()
+  last = np.zeros(shape, np.int32)
+  last.reshape(-1)[-1] = 1  # one flag in the remainder (or the last slice)
+  assert int(jax.jit(_unpool._count)(last)) == 1
+
+
+def test_unpool_check_sees_an_index_in_the_last_rows(rng):
+  """An index outside its window in the rows past the check's last whole slice still
+  sends the unpooling to the scatter (NumPy reference)."""
+  x = randn(rng, (2, 3, 18, 4))  # 9 pooled rows: eight slices of one, and one more
+  v, i = jaxpool.max_pool_with_indices(x, (2, 2), data_format="channels_first")
+  moved = np.asarray(i).copy()
+  # the last row's first index onto a position of the first window that is not its max
+  first = moved[:, :, 0, 0]
+  moved[:, :, -1, 0] = np.where(first == 0, 1, 0)
+  kw = dict(window_shape=(2, 2), output_size=(18, 4), data_format="channels_first")
+  got = jax.jit(lambda a, b: jaxpool.max_unpool(a, b, **kw))(v, moved)
+  want = ref.max_unpool(np.asarray(v), moved, (18, 4))
+  np.testing.assert_array_equal(got, want)
+  # the scatter writes it where the select would have dropped it
+  assert np.all(want.reshape(6, -1)[np.arange(6), np.where(first == 0, 1, 0).ravel()]
+                == np.asarray(v)[:, :, -1, 0].ravel())
+
+
 def test_unpool_in_window_overlapping_windows_scatter(rng):
   """Overlapping windows with few channels after them (and larger windows, or several
   devices) keep the scatter even with the promise: same result."""
