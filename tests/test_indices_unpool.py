@@ -314,6 +314,8 @@ def test_count_adds_every_flag(rng, shape):
   last = np.zeros(shape, np.int32)
   last.reshape(-1)[-1] = 1  # one flag in the remainder (or the last slice)
   assert int(jax.jit(_unpool._count)(last)) == 1
+  batch = np.stack([flags, last, flags * 0])
+  np.testing.assert_array_equal(jax.vmap(_unpool._count)(batch), [flags.sum(), 1, 0])
 
 
 def test_unpool_check_sees_an_index_in_the_last_rows(rng):
