@@ -86,6 +86,25 @@ def transposed_jvp(primal: Callable, backward: Callable, *, operands: int = 0,
   return rule
 
 
+def primal_form(fast: Callable, differentiated: Callable, *, static: int = 0) -> Callable:
+  """A ``jax.custom_jvp`` of ``fast(x, *static)`` whose rule is ``differentiated``'s JVP.
+
+  The two compute the same outputs: ``fast`` is a form without a derivative of the
+  convention's kind, run where the op is not differentiated; ``differentiated`` (a
+  planned form with its own rule) runs where it is, and what reverse mode keeps is its
+  residuals. A loss that reads only some outputs lets XLA drop the rest of
+  ``differentiated``'s work, as it would without this rule.
+  """
+  rule = jax.custom_jvp(fast, nondiff_argnums=tuple(range(1, 1 + static)))
+
+  @rule.defjvp
+  def _jvp(*args):
+    statics, (primals, tangents) = args[:-2], args[-2:]
+    return jax.jvp(lambda x: differentiated(x, *statics), primals, tangents)
+
+  return rule
+
+
 def _no_tangent(a) -> jax.Array:
   """The (zero) tangent of an integer output, varying like it."""
   return vary_like(np.zeros(a.shape, jax.dtypes.float0), a)

@@ -990,20 +990,22 @@ def test_large_max_windows_reduce_as_blocks_by_their_inner_count(layout, shape, 
     ("channels_last", (2, 12, 12, 3), (2, 2), jnp.float32, "block"),
     ("channels_last", (2, 12, 12, 3), (3, 3), jnp.float32, "match"),
     ("channels_first", (2, 3, 12, 12), (12, 12), jnp.float32, "match"),
-    ("channels_last", (2, 32, 32, 3), (16, 16), jnp.float32, "block_chain"),
+    ("channels_last", (2, 32, 28, 3), (16, 14), jnp.float32, "block_chain"),
     ("channels_first", (1, 2, 14, 70), (14, 70), jnp.float32, "block_match"),
     ("channels_last", (2, 256, 2), (128,), jnp.float32, "block_match"),
     ("channels_last", (2, 12, 12, 3), (4, 4), jnp.bfloat16, "block_match"),
-    ("channels_last", (2, 32, 32, 3), (16, 16), jnp.int32, "block_chain"),
+    ("channels_last", (2, 32, 28, 3), (16, 14), jnp.int32, "block_chain"),
+    ("channels_last", (2, 32, 32, 3), (16, 16), jnp.float32, "block_rows"),
 ])
 def test_blocked_indices_match_their_max_in_one_pass(layout, shape, window, dtype, form):
   """The indices of unpadded non-overlapping windows on CPU: one variadic reduce up to
   ``BLOCK_ARGMAX_MAX`` elements; then a select chain matching each offset against the
   planned max up to ``MATCH_MAX``; larger windows chain the last window axis's
   positions up to ``CHAINED_MATCH_MAX`` and fold the other window axes; 16-bit floats
-  and longer last axes compare every position and fold (``block_match``). The chains
-  never write the compare over the whole input; every form gives the reference's
-  values and first-max indices, ties and NaN included."""
+  and longer last axes compare every position and fold (``block_match``); windows of
+  16+ rows of 16+ columns go two-level by rows where not differentiated
+  (``block_rows``). The chains never write the compare over the whole input; every
+  form gives the reference's values and first-max indices, ties and NaN included."""
   rng = np.random.default_rng(1)
   x = ties(rng, shape)
   if dtype != jnp.int32:
@@ -1015,7 +1017,7 @@ def test_blocked_indices_match_their_max_in_one_pass(layout, shape, window, dtyp
   assert p.indices == form and planner.valid(p, "indices", taps) is None
   fn = functools.partial(jaxpool.max_pool_with_indices, window_shape=window,
                          data_format=layout)
-  if form in ("match", "block_chain"):
+  if form in ("match", "block_chain", "block_rows"):
     compiled = jax.jit(fn).lower(_on_cpu(x)).compile()
     assert compiled.memory_analysis().temp_size_in_bytes < x.size, form
   values, indices = fn(x)
@@ -1024,6 +1026,104 @@ def test_blocked_indices_match_their_max_in_one_pass(layout, shape, window, dtyp
   np.testing.assert_array_equal(from_layout(np.asarray(values.astype(jnp.float32)), layout),
                                 want_v)
   np.testing.assert_array_equal(from_layout(indices, layout), want_i)
+
+
+def _rows_input(rng, shape, dtype):
+  """Ties in every window, a window whose max lies in a late row and in an earlier row's
+  later column, and NaN: one after a larger number, and two in one window."""
+  x = ties(rng, shape, np.float64)
+  x.reshape(shape[0], -1, shape[-1])[0, :, 0] = 0
+  flat = x.reshape(shape[0], -1, shape[-1])
+  flat[0, -1, 0] = flat[0, 40, 0] = 5  # row-major first: position 40
+  if jnp.issubdtype(dtype, jnp.floating):
+    flat[1, 3, 1], flat[1, 77, 1], flat[1, 30, 1] = 9, np.nan, np.nan
+  if dtype == jnp.bool_:
+    return jnp.asarray(x > 1)
+  return jnp.asarray(x, dtype)
+
+
+@pytest.mark.parametrize("shape, window, dtype", [
+    ((2, 32, 32, 3), (32, 32), jnp.float32),       # whole axes
+    ((2, 32, 48, 3), (16, 16), jnp.float32),       # 16x16 blocks
+    ((2, 256, 3), (256,), jnp.float32),            # 1-D: 16 rows of 16
+    ((2, 1024, 3), (512,), jnp.float32),           # 1-D: 16 rows of 32
+    ((2, 32, 32, 3), (32, 32), jnp.bfloat16),
+    ((2, 256, 3), (256,), jnp.int32),
+    ((2, 256, 3), (256,), jnp.bool_),
+])
+def test_indices_by_rows(shape, window, dtype):
+  """``indices="block_rows"``: windows tiling one or two axes in 16+ rows of 16+ columns
+  find each window's max as the max of its rows and the first max in the first row
+  holding it, read again. Values and first-max indices equal the reference's (ties
+  across rows, NaN); differentiated, the plan's other index form serves and the
+  gradient reaches the reference's first max; ``jvp`` gives the same outputs."""
+  x = _rows_input(np.random.default_rng(3), shape, dtype)
+  lay, taps = geo.window_geometry("max_pool", x.shape, window, None, 0, 1, False,
+                                  "channels_last")
+  p = planner.plan("indices", taps, dtype, planner.Target("cpu", True), size=x.size,
+                   inner=shape[-1])
+  assert p.indices == "block_rows" and planner.valid(p, "indices", taps) is None
+  fn = functools.partial(jaxpool.max_pool_with_indices, window_shape=window)
+  values, indices = jax.jit(fn)(_on_cpu(x))
+  wide = np.asarray(x.astype(jnp.float32))
+  want_v, want_i = ref.max_pool_with_indices(from_layout(wide, "channels_last"), window)
+  np.testing.assert_array_equal(from_layout(np.asarray(values.astype(jnp.float32)),
+                                            "channels_last"), want_v)
+  np.testing.assert_array_equal(from_layout(indices, "channels_last"), want_i)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    return
+  w = jnp.asarray(np.random.default_rng(4).standard_normal(values.shape), dtype)
+  grad = jax.jit(jax.grad(lambda v: jnp.sum((fn(v)[0] * w).astype(jnp.float32))))(x)
+  want = np.zeros((shape[0], shape[-1], math.prod(shape[1:-1])))
+  flat_i = from_layout(indices, "channels_last").reshape(shape[0], shape[-1], -1)
+  flat_w = np.asarray(w.astype(jnp.float32)).reshape(shape[0], -1, shape[-1])
+  for n in range(shape[0]):
+    for c in range(shape[-1]):
+      np.add.at(want[n, c], flat_i[n, c], flat_w[n, :, c])
+  np.testing.assert_array_equal(
+      np.asarray(grad.astype(jnp.float32)).reshape(shape[0], -1, shape[-1]),
+      want.transpose(0, 2, 1))
+  (jv, ji), (dv, _) = jax.jit(lambda v, t: jax.jvp(fn, (v,), (t,)))(x, jnp.ones_like(x))
+  np.testing.assert_array_equal(np.asarray(ji), np.asarray(indices))
+  np.testing.assert_array_equal(np.asarray(jv.astype(jnp.float32)),
+                                np.asarray(values.astype(jnp.float32)))
+  assert np.all(np.asarray(dv.astype(jnp.float32)) == 1)
+
+
+def test_indices_go_by_rows_where_measured():
+  """``block_rows`` where windows tile one or two axes in at least ``ROWS_MIN`` rows of
+  ``ROWS_MIN`` columns on a lone CPU device (benchmarks/README.md, "Indices by rows");
+  the other index forms elsewhere, and where the op is differentiated
+  (:func:`~jaxpool._engine.plan.differentiated`)."""
+  lone = planner.Target("cpu", True)
+
+  def form(shape, window, strides=None, pad=0, target=lone, dtype=np.float32):
+    _, taps = geo.window_geometry("max_pool", shape, window, strides, pad, 1, False,
+                                  "channels_last")
+    return planner.plan("indices", taps, dtype, target, size=math.prod(shape),
+                        inner=shape[-1]).indices, taps
+
+  for shape, window in [((8, 56, 56, 64), (56, 56)), ((8, 64, 64, 64), (16, 16)),
+                        ((8, 56, 56, 2048), (56, 56)), ((32, 1024, 64), (1024,)),
+                        ((8, 3136, 3), (3136,)), ((64, 256, 64), (256,))]:
+    got, taps = form(shape, window)
+    assert got == "block_rows", (shape, window)
+    assert planner.differentiated(planner.plan("indices", taps, np.float32, lone),
+                                  taps).indices in ("block_chain", "block_match")
+  assert form((8, 56, 56, 64), (56, 56), dtype=jnp.bfloat16)[0] == "block_rows"
+  # measured slower: 14x14 with 512 channels (1.26x), 7x7 with 2048 (1.59x)
+  assert form((32, 14, 14, 512), (14, 14))[0] == "match"
+  assert form((64, 7, 7, 2048), (7, 7))[0] == "match"
+  assert form((8, 64, 64, 64), (8, 64))[0] == "block_chain"    # 8 rows
+  assert form((8, 64, 64, 64), (64, 8))[0] == "block_chain"    # 8 columns
+  assert form((64, 240, 64), (240,))[0] == "block_match"       # 15 rows of 16
+  assert form((64, 257, 64), (257,))[0] == "block_match"       # prime: one row
+  assert form((8, 60, 60, 64), (16, 16))[0] != "block_rows"    # does not tile
+  assert form((8, 64, 64, 64), (16, 16), 17)[0] != "block_rows"  # gapped
+  assert form((8, 64, 64, 64), (16, 16), 16, 1)[0] != "block_rows"  # padded
+  for target in (planner.Target("cpu", False), planner.Target("gpu", True),
+                 planner.Target("accelerator", True)):
+    assert form((8, 56, 56, 64), (56, 56), target=target)[0] != "block_rows"
 
 
 @pytest.mark.parametrize("layout, shape, window, strides, padding, dilation, form", [

@@ -78,11 +78,13 @@ ROWS = {
     "lp_p2": (lambda x: jaxpool.lp_pool(x, 2.0, (2, 2)), S2, True),
     "lp_p1.5_overlap": (lambda x: jaxpool.lp_pool(x, 1.5, (3, 3), 1, 1), S2, True),
     "lp_p3_1d": (lambda x: jaxpool.lp_pool(x, 3.0, (3,), 2), S1, True),
-    # indices: one-pass blocks, padded tiles, large windows (chain), 3-D
+    # indices: one-pass blocks, padded tiles, large windows (chain), 3-D, by rows
     "indices_2x2": (lambda x: jaxpool.max_pool_with_indices(x, (2, 2)), S2, False),
     "indices_3x3s2p1": (lambda x: jaxpool.max_pool_with_indices(x, (3, 3), 2, 1), S2, False),
     "indices_6x5": (lambda x: jaxpool.max_pool_with_indices(x, (6, 5), 1), S2, False),
     "indices_3d": (lambda x: jaxpool.max_pool_with_indices(x, (2, 2, 2)), S3, False),
+    "indices_rows_16x16": (lambda x: jaxpool.max_pool_with_indices(x, (16, 16)),
+                           (1, 16, 16, 2), False),
     # unpool: scatter (both data paths of the default), the in-window select, overlapping
     "unpool_2x2": (lambda x: _unpool(x, (2, 2)), S2, False),
     "unpool_2x2_in_window": (lambda x: _unpool(x, (2, 2), indices_in_window=True), S2, False),

@@ -47,6 +47,7 @@ BLOCKS_INNER_MIN = 384  # elements after the pooled axes for max/min blocks at a
 BLOCK_BACK_INNER_MAX = 64  # elements after the pooled axes for float32 dense block derivatives
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
 SELECT_INNER_MIN = 16  # elements after the pooled axes for unpooling overlapping windows
+ROWS_MIN = 16      # rows and columns of windows whose indices are found two-level by rows
 # by compare-and-select (windows of at most SMALL elements, 1-D or strided)
 PLANES_MAX = 16    # padded untiled window elements routed back by phase planes; more: scatter
 TRANSPOSE_WINDOW_MAX = 13  # per-axis window of a reduce_window sum whose transpose stays fast
@@ -71,7 +72,8 @@ VALUES = ("tiles", "separable", "axes", "window", "blocks")
 RESIDUALS = ("match_blocks", "match_blocks_f32", "match_chain", "match_stacked", "match_slices",
              "match_real", "first_max", "first_max_tiled", "input")
 BACKWARDS = ("jax", "block", "planes", "axis_planes", "scatter", "chain", "chain_scatter")
-INDICES = ("block", "block_match", "block_chain", "match", "first_max", "first_max_tiled", "chain")
+INDICES = ("block", "block_match", "block_chain", "block_rows", "match", "first_max",
+           "first_max_tiled", "chain")
 UNPOOLS = ("scatter", "check_select", "select")
 BINS = ("gather", "periods", "takes", "readers", "floors")
 ADDRESSES = ("flat", "iota", "batched")
@@ -111,6 +113,10 @@ class Plan:
       index among the positions that match them, folded over the window axes),
       ``"block_chain"`` (the same, but the last window axis matched by a select chain
       over its positions, so that the compare is not written in full),
+      ``"block_rows"`` (windows tiling one or two axes, where neither output is
+      differentiated: the max of each window row, then the first row holding the max
+      read again for the column, :func:`jaxpool._engine.select.block_rows_argmax`;
+      differentiated, the values and indices of :func:`differentiated`),
       ``"match"`` (the values, then the first real offset holding them, a select
       chain), ``"first_max"`` / ``"first_max_tiled"`` (compare chain) or ``"chain"``.
     unpool: ``"scatter"``, ``"check_select"`` (a check that every index lies in its
@@ -639,10 +645,12 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     elements = math.prod(t.window for t in taps)
     if elements <= BLOCK_ARGMAX_MAX:
       return Plan(upcast=upcast, indices="block")
-    if sixteen or taps[-1].window > CHAINED_MATCH_MAX:
-      return dataclasses.replace(select, indices="block_match")
-    return dataclasses.replace(
-        select, indices="match" if elements <= MATCH_MAX else "block_chain")
+    # where not differentiated, windows of 16+ rows of 16+ columns two-level by rows:
+    # forward 0.15-0.82x over whole axes, 32x32 and 16x16 blocks and 1-D windows of
+    # 256-4096, every dtype (16x16 with 256 channels 1.01x); fewer rows lost (14x14 with
+    # 512 channels 1.26x, 7x7 with 2048 1.59x; benchmarks/README.md, "Indices by rows")
+    indices = "block_rows" if _by_rows(taps, target) else _block_indices(taps, sixteen)
+    return dataclasses.replace(select, indices=indices)
   if not joint(taps):
     # windows up to MATCH_MAX elements, unpadded or undilated non-overlapping ones, with
     # MATCH_INNER_MIN elements after them: matching the planned values beats the chain
@@ -661,6 +669,43 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # the chain per tile (benchmarks/README.md, "Sweep fixes")
     indices = "match"
   return dataclasses.replace(select, indices=indices)
+
+
+def _block_indices(taps, sixteen: bool) -> str:
+  """Indices of unpadded non-overlapping windows over more than ``BLOCK_ARGMAX_MAX``
+  elements, from their planned values."""
+  if sixteen or taps[-1].window > CHAINED_MATCH_MAX:
+    return "block_match"
+  return "match" if math.prod(t.window for t in taps) <= MATCH_MAX else "block_chain"
+
+
+def rows_split(window: int) -> int:
+  """The rows a 1-D window of ``window`` elements is read as by ``indices="block_rows"``:
+  the divisor of ``window`` nearest its square root from below (1 for a prime).
+
+  >>> rows_split(1024), rows_split(3136), rows_split(100), rows_split(97)
+  (32, 56, 10, 1)
+  """
+  return next(a for a in range(math.isqrt(window), 0, -1) if window % a == 0)
+
+
+def _by_rows(taps, target: Target) -> bool:
+  """Windows that tile one or two axes in at least ``ROWS_MIN`` rows of ``ROWS_MIN``
+  columns (a 1-D window split into rows by :func:`rows_split`), on a lone CPU device
+  (the form's fences): their indices two-level by rows (``"block_rows"``)."""
+  if not (target.lone and len(taps) in (1, 2) and all(map(tiling, taps))):
+    return False
+  if len(taps) == 1:
+    return rows_split(taps[0].window) >= ROWS_MIN
+  return min(t.window for t in taps) >= ROWS_MIN
+
+
+def differentiated(p: Plan, taps: Sequence[AxisTaps], dtype=np.float32) -> Plan:
+  """The plan that serves ``p`` where its op is differentiated, for forms computed only
+  where it is not (``indices="block_rows"``); ``p`` itself otherwise."""
+  if p.indices != "block_rows":
+    return p
+  return dataclasses.replace(p, indices=_block_indices(tuple(taps), _is_16bit_float(dtype)))
 
 
 def _sliced_sum(regular, values, backward, bins, dtype, mapped: bool, inner: int) -> bool:
@@ -974,6 +1019,10 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
   if p.indices in ("block_match", "block_chain") and (p.backward is None or not (
       regular and blocked(taps) and all(map(unpadded, taps)))):
     return (f"indices={p.indices!r} needs non-overlapping unpadded windows and a values "
+            "plan")
+  if p.indices == "block_rows" and (p.backward is None or len(taps) > 2 or not (
+      regular and all(map(tiling, taps)))):
+    return ("indices='block_rows' needs windows tiling one or two axes and a values "
             "plan")
   if p.indices == "block" and not (blocked(taps) and all(map(unpadded, taps))):
     return "indices='block' needs unpadded non-overlapping windows"

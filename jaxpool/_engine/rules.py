@@ -27,6 +27,7 @@ from jaxpool._engine.plan import Plan
 from jaxpool._engine.select import (
   block_back,
   block_first_index,
+  block_rows_argmax,
   chain_back,
   chain_flat_index,
   first_index,
@@ -46,7 +47,13 @@ from jaxpool._engine.values import (
 )
 from jaxpool._engine.views import Windows
 from jaxpool._geometry import AxisTaps
-from jaxpool._linear import computed_once, fence_cotangent, transposed_jvp, unfold_cotangent
+from jaxpool._linear import (
+  computed_once,
+  fence_cotangent,
+  primal_form,
+  transposed_jvp,
+  unfold_cotangent,
+)
 
 
 def _inner(x, axes) -> int:
@@ -216,9 +223,24 @@ def _block_argmax_backward(x, operands, out, axes, taps, spatial, upcast):
 _block_argmax = transposed_jvp(_block_argmax_values, _block_argmax_backward, static=4)
 
 
+def _rows_values(x, axes, taps, spatial, p):
+  return block_rows_argmax(x, Windows(x.ndim, axes, taps), spatial)
+
+
+def _rows_differentiated(x, axes, taps, spatial, p):
+  return _with_indices(x, axes, taps, spatial, planner.differentiated(p, taps))
+
+
+# Values and indices two-level by rows where they are not differentiated; where they
+# are, the plan's other index form with its values' derivative.
+_block_rows = primal_form(_rows_values, _rows_differentiated, static=4)
+
+
 def _with_indices(x, axes, taps, spatial, p: Plan):
   if p.upcast and p.indices != "block":
     return _in_float32(lambda x, p: _with_indices(x, axes, taps, spatial, p), x, p)
+  if p.indices == "block_rows":
+    return _block_rows(x, axes, taps, spatial, p)
   if p.indices == "block":
     if jnp.issubdtype(x.dtype, jnp.inexact):
       return _block_argmax(x, axes, taps, spatial, p.upcast)

@@ -367,6 +367,58 @@ def block_first_index(x, w: Windows, y, spatial: Sequence[int],
   return (first.reshape(y.shape) + w.origins(spatial)).astype(jnp.int32)
 
 
+def _first_hit(hit: jax.Array, axis: int) -> jax.Array:
+  """The first position along ``axis`` (kept as size 1) where ``hit`` holds, for ``hit``
+  true somewhere along it: a select chain over its positions."""
+  first = np.int32(hit.shape[axis] - 1)
+  for j in reversed(range(hit.shape[axis] - 1)):
+    first = jnp.where(lax.index_in_dim(hit, j, axis), np.int32(j), first)
+  return jnp.broadcast_to(first, hit.shape[:axis] + (1,) + hit.shape[axis + 1:])
+
+
+def block_rows_argmax(x: jax.Array, w: Windows,
+                      spatial: Sequence[int]) -> tuple[jax.Array, jax.Array]:
+  """Each window's max (NaN-propagating) and the int32 flat spatial index of its first
+  max (or first NaN), for windows that tile one or two axes, two-level by rows.
+
+  A window's rows are its positions along its first axis (a 1-D window is split into
+  :func:`~jaxpool._engine.plan.rows_split` rows). One pass over ``x`` writes each row's
+  max; the window's max is the max of its rows and its first max lies in the first row
+  holding it (or a NaN).
+  That row alone is read again (``take_along_axis``, a gather of one row per window)
+  and its first match is the column. The row maxima, the max and the row are each
+  computed into memory once (:func:`~jaxpool._linear.computed_once`; a lone CPU
+  device): fused, XLA:CPU recomputes each in every reader.
+
+  >>> import jax.numpy as jnp
+  >>> from jaxpool._geometry import AxisTaps
+  >>> x = jnp.array([[3., 1., 7., 7.]])[..., None]
+  >>> taps = (AxisTaps(size=4, out=1, window=4, stride=4),)
+  >>> y, i = block_rows_argmax(x, Windows(3, (1,), taps), (4,))
+  >>> float(y[0, 0, 0]), int(i[0, 0, 0])
+  (7.0, 2)
+  """
+  dtype = x.dtype
+  x = x.astype(np.int8) if dtype == np.bool_ else x
+  xb = w.blocks(x, identity("max", x.dtype))
+  once = functools.partial(computed_once, key=x)
+  if len(w.axes) == 1:
+    row, col = w.window_axes[0], w.window_axes[0] + 1
+    rows = planner.rows_split(w.taps[0].window)
+    xb = xb.reshape(xb.shape[:row] + (rows, -1) + xb.shape[row + 1:])
+    step = xb.shape[col]
+  else:
+    (row, col), step = w.window_axes, spatial[1]
+  tops = once(folds(xb, col, "max"))
+  y = once(folds(tops, row, "max"))
+  r = once(_first_hit(_matches(tops, y), row))
+  line = jnp.take_along_axis(xb, r, row, mode="promise_in_bounds")
+  c = _first_hit(_matches(line, y), col)
+  y = y.reshape(tuple(n for a, n in enumerate(y.shape) if a not in (row, col)))
+  idx = (r * np.int32(step) + c).reshape(y.shape) + w.origins(spatial)
+  return y.astype(dtype), idx.astype(jnp.int32)
+
+
 def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False,
                      bins: str | None = None, fold: str | None = None,
                      order: str | None = None, segments: bool = False) -> jax.Array:
