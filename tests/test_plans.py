@@ -1092,7 +1092,8 @@ def test_indices_by_rows(shape, window, dtype):
 
 def test_indices_go_by_rows_where_measured():
   """``block_rows`` where windows tile one or two axes in at least ``ROWS_MIN`` rows of
-  ``ROWS_MIN`` columns on a lone CPU device (benchmarks/README.md, "Indices by rows");
+  ``ROWS_MIN`` columns with ``ROWS_INNER_MIN`` or more elements after them, on a lone
+  CPU device (benchmarks/README.md, "Indices by rows");
   the other index forms elsewhere, and where the op is differentiated
   (:func:`~jaxpool._engine.plan.differentiated`)."""
   lone = planner.Target("cpu", True)
@@ -1121,6 +1122,11 @@ def test_indices_go_by_rows_where_measured():
   assert form((8, 60, 60, 64), (16, 16))[0] != "block_rows"    # does not tile
   assert form((8, 64, 64, 64), (16, 16), 17)[0] != "block_rows"  # gapped
   assert form((8, 64, 64, 64), (16, 16), 16, 1)[0] != "block_rows"  # padded
+  # channels_first (1.22-1.93x)
+  _, taps = geo.window_geometry("max_pool", (8, 64, 56, 56), (56, 56), None, 0, 1, False,
+                                "channels_first")
+  assert planner.plan("indices", taps, np.float32, lone, inner=1).indices != "block_rows"
+  assert form((8, 56, 56, 2), (56, 56))[0] != "block_rows"     # 2 channels: not measured
   for target in (planner.Target("cpu", False), planner.Target("gpu", True),
                  planner.Target("accelerator", True)):
     assert form((8, 56, 56, 64), (56, 56), target=target)[0] != "block_rows"

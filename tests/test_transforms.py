@@ -84,7 +84,7 @@ ROWS = {
     "indices_6x5": (lambda x: jaxpool.max_pool_with_indices(x, (6, 5), 1), S2, False),
     "indices_3d": (lambda x: jaxpool.max_pool_with_indices(x, (2, 2, 2)), S3, False),
     "indices_rows_16x16": (lambda x: jaxpool.max_pool_with_indices(x, (16, 16)),
-                           (1, 16, 16, 2), False),
+                           (1, 16, 16, 3), False),
     # unpool: scatter (both data paths of the default), the in-window select, overlapping
     "unpool_2x2": (lambda x: _unpool(x, (2, 2)), S2, False),
     "unpool_2x2_in_window": (lambda x: _unpool(x, (2, 2), indices_in_window=True), S2, False),

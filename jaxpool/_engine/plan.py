@@ -48,6 +48,7 @@ BLOCK_BACK_INNER_MAX = 64  # elements after the pooled axes for float32 dense bl
 CHECK_MAX = 32     # window positions compared per index by unpool's in-window check
 SELECT_INNER_MIN = 16  # elements after the pooled axes for unpooling overlapping windows
 ROWS_MIN = 16      # rows and columns of windows whose indices are found two-level by rows
+ROWS_INNER_MIN = 3  # elements after the pooled axes for that
 # by compare-and-select (windows of at most SMALL elements, 1-D or strided)
 PLANES_MAX = 16    # padded untiled window elements routed back by phase planes; more: scatter
 TRANSPOSE_WINDOW_MAX = 13  # per-axis window of a reduce_window sum whose transpose stays fast
@@ -647,9 +648,11 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
       return Plan(upcast=upcast, indices="block")
     # where not differentiated, windows of 16+ rows of 16+ columns two-level by rows:
     # forward 0.15-0.82x over whole axes, 32x32 and 16x16 blocks and 1-D windows of
-    # 256-4096, every dtype (16x16 with 256 channels 1.01x); fewer rows lost (14x14 with
-    # 512 channels 1.26x, 7x7 with 2048 1.59x; benchmarks/README.md, "Indices by rows")
-    indices = "block_rows" if _by_rows(taps, target) else _block_indices(taps, sixteen)
+    # 256-4096 with 3-256 channels after them, every dtype (16x16 with 256 channels
+    # 1.01x); fewer rows (14x14 with 512 channels 1.26x, 7x7 with 2048 1.59x) and
+    # channels_first (1.22-1.93x) lost (benchmarks/README.md, "Indices by rows")
+    indices = ("block_rows" if _by_rows(taps, target, inner)
+               else _block_indices(taps, sixteen))
     return dataclasses.replace(select, indices=indices)
   if not joint(taps):
     # windows up to MATCH_MAX elements, unpadded or undilated non-overlapping ones, with
@@ -689,11 +692,13 @@ def rows_split(window: int) -> int:
   return next(a for a in range(math.isqrt(window), 0, -1) if window % a == 0)
 
 
-def _by_rows(taps, target: Target) -> bool:
+def _by_rows(taps, target: Target, inner: int) -> bool:
   """Windows that tile one or two axes in at least ``ROWS_MIN`` rows of ``ROWS_MIN``
-  columns (a 1-D window split into rows by :func:`rows_split`), on a lone CPU device
-  (the form's fences): their indices two-level by rows (``"block_rows"``)."""
-  if not (target.lone and len(taps) in (1, 2) and all(map(tiling, taps))):
+  columns (a 1-D window split into rows by :func:`rows_split`) with ``ROWS_INNER_MIN``
+  or more elements after them, on a lone CPU device (the form's fences): their indices
+  two-level by rows (``"block_rows"``)."""
+  if not (target.lone and len(taps) in (1, 2) and all(map(tiling, taps))
+          and inner >= ROWS_INNER_MIN):
     return False
   if len(taps) == 1:
     return rows_split(taps[0].window) >= ROWS_MIN
