@@ -1047,6 +1047,8 @@ def _rows_input(rng, shape, dtype):
     ((2, 32, 48, 3), (16, 16), jnp.float32),       # 16x16 blocks
     ((2, 256, 3), (256,), jnp.float32),            # 1-D: 16 rows of 16
     ((2, 1024, 3), (512,), jnp.float32),           # 1-D: 16 rows of 32
+    ((2, 8192, 3), (8192,), jnp.float32),          # 1-D: 64 rows of 128, folded
+    ((2, 80, 80, 3), (80, 80), jnp.float32),       # 80 rows of 80, both folded
     ((2, 32, 32, 3), (32, 32), jnp.bfloat16),
     ((2, 256, 3), (256,), jnp.int32),
     ((2, 256, 3), (256,), jnp.bool_),

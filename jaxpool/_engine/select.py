@@ -369,9 +369,15 @@ def block_first_index(x, w: Windows, y, spatial: Sequence[int],
 
 def _first_hit(hit: jax.Array, axis: int) -> jax.Array:
   """The first position along ``axis`` (kept as size 1) where ``hit`` holds, for ``hit``
-  true somewhere along it: a select chain over its positions."""
-  first = np.int32(hit.shape[axis] - 1)
-  for j in reversed(range(hit.shape[axis] - 1)):
+  true somewhere along it: a select chain over its positions, or up to
+  ``CHAINED_MATCH_MAX`` of them; past that, the least matching position folded (a
+  program that grows with the log of the axis, not with it)."""
+  n = hit.shape[axis]
+  if n > planner.CHAINED_MATCH_MAX:
+    pos = lax.broadcasted_iota(np.int32, hit.shape, axis)
+    return folds(jnp.where(hit, pos, np.int32(n)), axis, "min")
+  first = np.int32(n - 1)
+  for j in reversed(range(n - 1)):
     first = jnp.where(lax.index_in_dim(hit, j, axis), np.int32(j), first)
   return jnp.broadcast_to(first, hit.shape[:axis] + (1,) + hit.shape[axis + 1:])
 
