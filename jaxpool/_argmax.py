@@ -49,7 +49,9 @@ def max_pool_with_indices(x: ArrayLike, window_shape, strides=None, padding: Any
   slices, compares and selects that carry a window offset (one axis at a time for
   windows over 32 elements). On CPU, unpadded non-overlapping windows (SegNet's 2x2/2)
   take values and indices in one pass, a variadic ``reduce`` over the stacked window
-  offsets.
+  offsets; windows that tile one or two axes in 16+ rows of 16+ columns (a global max),
+  where not differentiated, take each row's max, then read the first row holding the
+  window's max again for its column.
 
   Example:
     >>> import jax.numpy as jnp, jaxpool

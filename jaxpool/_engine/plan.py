@@ -647,10 +647,11 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     if elements <= BLOCK_ARGMAX_MAX:
       return Plan(upcast=upcast, indices="block")
     # where not differentiated, windows of 16+ rows of 16+ columns two-level by rows:
-    # forward 0.15-0.82x over whole axes, 32x32 and 16x16 blocks and 1-D windows of
-    # 256-4096 with 3-256 channels after them, every dtype (16x16 with 256 channels
-    # 1.01x); fewer rows (14x14 with 512 channels 1.26x, 7x7 with 2048 1.59x) and
-    # channels_first (1.22-1.93x) lost (benchmarks/README.md, "Indices by rows")
+    # forward 0.16-0.79x over whole axes, 32x32 and 16x16 blocks and 1-D windows of
+    # 256-4096 with 3-256 channels after them, every dtype (28x28, and 16x16 with 256
+    # channels, 0.93-0.99x); fewer rows (14x14 with 512 channels 1.08-1.48x, 7x7 with
+    # 2048 1.39-1.64x) and channels_first (1.22-1.93x) lost (benchmarks/README.md,
+    # "Indices by rows")
     indices = ("block_rows" if _by_rows(taps, target, inner)
                else _block_indices(taps, sixteen))
     return dataclasses.replace(select, indices=indices)
