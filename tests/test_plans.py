@@ -1113,7 +1113,11 @@ def test_indices_go_by_rows_where_measured():
     assert got == "block_rows", (shape, window)
     assert planner.differentiated(planner.plan("indices", taps, np.float32, lone),
                                   taps).indices in ("block_chain", "block_match")
-  assert form((8, 56, 56, 64), (56, 56), dtype=jnp.bfloat16)[0] == "block_rows"
+  got, taps = form((8, 56, 56, 64), (56, 56), dtype=jnp.bfloat16)
+  assert got == "block_rows"
+  p = planner.plan("indices", taps, jnp.bfloat16, lone, inner=64)
+  assert planner.differentiated(p, taps, jnp.bfloat16) == dataclasses.replace(
+      p, indices="block_match") and p.upcast   # the 16-bit plan without the rule
   # measured slower: 14x14 with 512 channels (1.26x), 7x7 with 2048 (1.59x)
   assert form((32, 14, 14, 512), (14, 14))[0] == "match"
   assert form((64, 7, 7, 2048), (7, 7))[0] == "match"

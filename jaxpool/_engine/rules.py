@@ -224,11 +224,12 @@ _block_argmax = transposed_jvp(_block_argmax_values, _block_argmax_backward, sta
 
 
 def _rows_values(x, axes, taps, spatial, p):
-  return block_rows_argmax(x, Windows(x.ndim, axes, taps), spatial)
+  return _in_float32(lambda x, p: block_rows_argmax(x, Windows(x.ndim, axes, taps), spatial),
+                     x, p)
 
 
 def _rows_differentiated(x, axes, taps, spatial, p):
-  return _with_indices(x, axes, taps, spatial, planner.differentiated(p, taps))
+  return _with_indices(x, axes, taps, spatial, planner.differentiated(p, taps, x.dtype))
 
 
 # Values and indices two-level by rows where they are not differentiated; where they
@@ -237,10 +238,10 @@ _block_rows = primal_form(_rows_values, _rows_differentiated, static=4)
 
 
 def _with_indices(x, axes, taps, spatial, p: Plan):
+  if p.indices == "block_rows":  # each of its forms casts for itself
+    return _block_rows(x, axes, taps, spatial, p)
   if p.upcast and p.indices != "block":
     return _in_float32(lambda x, p: _with_indices(x, axes, taps, spatial, p), x, p)
-  if p.indices == "block_rows":
-    return _block_rows(x, axes, taps, spatial, p)
   if p.indices == "block":
     if jnp.issubdtype(x.dtype, jnp.inexact):
       return _block_argmax(x, axes, taps, spatial, p.upcast)

@@ -390,11 +390,11 @@ def block_rows_argmax(x: jax.Array, w: Windows,
   A window's rows are its positions along its first axis (a 1-D window is split into
   :func:`~jaxpool._engine.plan.rows_split` rows). One pass over ``x`` writes each row's
   max; the window's max is the max of its rows and its first max lies in the first row
-  holding it (or a NaN).
-  That row alone is read again (``take_along_axis``, a gather of one row per window)
-  and its first match is the column. The row maxima, the max and the row are each
-  computed into memory once (:func:`~jaxpool._linear.computed_once`; a lone CPU
-  device): fused, XLA:CPU recomputes each in every reader.
+  holding it (or a NaN). That row alone is read again (``take_along_axis``, a gather of
+  one row per window) and its first match is the column. The row maxima, the max and
+  the chosen row's number are each computed into memory once
+  (:func:`~jaxpool._linear.computed_once`; a lone CPU device): fused, XLA:CPU
+  recomputes each in every reader.
 
   >>> import jax.numpy as jnp
   >>> from jaxpool._geometry import AxisTaps
