@@ -286,7 +286,10 @@ def window_taps(fn: str, spatial: tuple[int, ...], window_shape: Any, strides: A
           f"{fn}: output size would be {out} < 1 on spatial dim {i}: input size {n}, "
           f"window {k} (dilation {r}, effective {r * (k - 1) + 1}), stride {s}, padding "
           f"({lo}, {hi}). Use a smaller window or more padding.")
-    t = AxisTaps(n, out, k, s, r, lo, hi)
+    # One window reads the same positions at any stride: its taps take the stride of
+    # non-overlapping windows, so that every such geometry plans alike. (At stride 1,
+    # XLA:CPU turns a whole-axis reduce_window into a reduce that drops NaN.)
+    t = AxisTaps(n, out, k, max(s, r * (k - 1) + 1) if out == 1 else s, r, lo, hi)
     empty = np.flatnonzero(~t.real().any(axis=1))
     if empty.size:
       raise ValueError(

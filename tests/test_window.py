@@ -1,5 +1,7 @@
 """max/min/avg/lp pooling against the NumPy loop reference."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -197,6 +199,44 @@ def test_large_window_indices_and_gradient_find_the_first_nan(rng):
   g = np.asarray(jax.grad(lambda v: jnp.sum(jnp.where(
       jnp.isnan(jaxpool.max_pool(v, (8, 8))), 1.0, 0.0) * jaxpool.max_pool(v, (8, 8))))(x))
   assert g[0, 1, 6, 1] == 1 and g[0, :8, :8, 1].sum() == 1
+
+
+# One window along an axis reads the same positions at every stride. At stride 1 XLA:CPU
+# rewrote a whole-axis reduce_window into a reduce that drops NaN: until session 26 these
+# returned a finite max/min for a window holding a NaN, at stride 1 only (found by a
+# randomized comparison with PyTorch). (N, C, *spatial) shapes, window, dilation.
+SINGLE_WINDOWS = {
+    "2-D 52x41": ((2, 3, 52, 41), (52, 41), 1),
+    "2-D 30x30, one channel": ((2, 1, 30, 30), (30, 30), 1),
+    "1-D 1024": ((2, 16, 1024), (1024,), 1),
+    "3-D 9x8x7": ((2, 3, 9, 8, 7), (9, 8, 7), 1),
+    "whole first axis, overlapping second": ((2, 3, 30, 5), (30, 2), 1),
+    "dilated 5x5 over 9x9": ((2, 3, 9, 9), (5, 5), 2),
+}
+
+
+@pytest.mark.parametrize("stride", [1, 2, None], ids=["stride 1", "stride 2", "default"])
+@pytest.mark.parametrize("name", list(SINGLE_WINDOWS))
+def test_a_single_window_propagates_nan_at_every_stride(rng, name, stride):
+  shape, window, dilation = SINGLE_WINDOWS[name]
+  x = randn(rng, shape)
+  first = (0, 0) + tuple(n // 3 for n in shape[2:])
+  x[first] = np.nan
+  x[(0, 0) + tuple(n - 1 for n in shape[2:])] = np.nan  # a later NaN
+  x[(1, shape[1] - 1) + (0,) * len(window)] = 50.0  # a larger number, no NaN
+  args = (window, stride, 0)
+  for layout in LAYOUTS:
+    xl = jnp.asarray(to_layout(x, layout))
+    kw = dict(window_shape=window, strides=stride, dilation=dilation, data_format=layout)
+    for fn, reference in ((jaxpool.max_pool, ref.max_pool), (jaxpool.min_pool, ref.min_pool)):
+      got = jax.jit(functools.partial(fn, **kw))(xl)
+      want = reference(x, *args, dilation=dilation)
+      np.testing.assert_array_equal(from_layout(np.asarray(got), layout), want)
+      assert np.isnan(want).any() and not np.isnan(want).all()
+    values, idx = jax.jit(functools.partial(jaxpool.max_pool_with_indices, **kw))(xl)
+    want_values, want_idx = ref.max_pool_with_indices(x, *args, dilation=dilation)
+    np.testing.assert_array_equal(from_layout(np.asarray(values), layout), want_values)
+    np.testing.assert_array_equal(from_layout(np.asarray(idx), layout), want_idx)
 
 
 def test_infinities(rng):
