@@ -1092,6 +1092,78 @@ def test_indices_by_rows(shape, window, dtype):
   assert np.all(np.asarray(dv.astype(jnp.float32)) == 1)
 
 
+def _routed_to(indices, w, shape):
+  """``w`` (channels_last pooled) summed at the flat first-max ``indices`` (channels_last
+  pooled) of each (n, c) slice: the max's gradient, channels_last."""
+  want = np.zeros((shape[0], shape[-1], math.prod(shape[1:-1])))
+  flat_i = from_layout(indices, "channels_last").reshape(shape[0], shape[-1], -1)
+  flat_w = from_layout(np.asarray(w, np.float64), "channels_last").reshape(
+      shape[0], shape[-1], -1)
+  for n in range(shape[0]):
+    for c in range(shape[-1]):
+      np.add.at(want[n, c], flat_i[n, c], flat_w[n, c])
+  return np.moveaxis(want, 1, -1).reshape(shape)
+
+
+ROWS_BACK_CASES = {
+    "whole axes": ((2, 32, 32, 3), (32, 32)),
+    "32x32 blocks": ((2, 64, 32, 3), (32, 32)),
+    "1-D: 32 rows of 32": ((2, 1024, 3), (1024,)),
+    "1-D: 64 rows of 128, columns folded": ((2, 8192, 3), (8192,)),
+    "80 rows of 80, both folded": ((2, 80, 80, 3), (80, 80)),
+}
+
+
+@pytest.mark.parametrize("name, kind", [
+    (name, kind) for name in ROWS_BACK_CASES
+    for kind in ("max", "min", "indices", "indices bf16")] + [
+    (name, "global") for name in ROWS_BACK_CASES if name != "32x32 blocks"])
+def test_max_derivative_by_rows(name, kind):
+  """``residual="block_rows"``: windows tiling one or two axes in 32+ rows of 32+
+  columns, differentiated, find values and first extremes together two-level by rows.
+  Values, gradient (all at the reference's first max/min: ties across rows, NaN) and
+  ``jvp`` (the tangent at it) against the NumPy reference; not differentiated, the
+  planned values alone give the same."""
+  shape, window = ROWS_BACK_CASES[name]
+  dtype = jnp.bfloat16 if kind == "indices bf16" else jnp.float32
+  x = _rows_input(np.random.default_rng(5), shape, dtype)
+  x = -x if kind == "min" else x
+  lay, taps = geo.window_geometry("max_pool", x.shape, window, None, 0, 1, False,
+                                  "channels_last")
+  op = {"max": "max", "min": "min", "global": "max"}.get(kind, "indices")
+  p = planner.plan(op, taps, dtype, planner.Target("cpu", True), size=x.size,
+                   inner=shape[-1])
+  assert p.residual == "block_rows" and planner.valid(p, op, taps) is None
+  fn = {"max": lambda v: jaxpool.max_pool(v, window),
+        "min": lambda v: jaxpool.min_pool(v, window),
+        "global": lambda v: jaxpool.global_max_pool(v, len(window), keepdims=True),
+        }.get(kind, lambda v: jaxpool.max_pool_with_indices(v, window)[0])
+  wide = from_layout(np.asarray(x.astype(jnp.float32)), "channels_last")
+  want_v, want_i = ref.max_pool_with_indices(wide, window, kind="min" if kind == "min"
+                                             else "max")
+  values = jax.jit(fn)(_on_cpu(x))
+  np.testing.assert_array_equal(
+      from_layout(np.asarray(values.astype(jnp.float32)), "channels_last"), want_v)
+  w = jnp.asarray(np.random.default_rng(4).standard_normal(values.shape), dtype)
+  y, vjp = jax.jit(lambda v: jax.vjp(fn, v))(_on_cpu(x))
+  np.testing.assert_array_equal(np.asarray(y.astype(jnp.float32)),
+                                np.asarray(values.astype(jnp.float32)))
+  grad = jax.jit(vjp)(w)[0]
+  np.testing.assert_array_equal(np.asarray(grad.astype(jnp.float32)),
+                                _routed_to(want_i, np.asarray(w.astype(jnp.float32)),
+                                           shape))
+  t = jnp.asarray(np.random.default_rng(6).standard_normal(x.shape), dtype)
+  jv, dv = jax.jit(lambda v, t: jax.jvp(fn, (v,), (t,)))(_on_cpu(x), t)
+  np.testing.assert_array_equal(np.asarray(jv.astype(jnp.float32)),
+                                np.asarray(values.astype(jnp.float32)))
+  flat_t = np.moveaxis(np.asarray(t.astype(jnp.float32)), -1, 1).reshape(
+      shape[0], shape[-1], -1)
+  want_dv = np.take_along_axis(flat_t, want_i.reshape(shape[0], shape[-1], -1), -1)
+  np.testing.assert_array_equal(
+      from_layout(np.asarray(dv.astype(jnp.float32)), "channels_last").reshape(
+          want_dv.shape), want_dv)
+
+
 def test_indices_go_by_rows_where_measured():
   """``block_rows`` where windows tile one or two axes in at least ``ROWS_MIN`` rows of
   ``ROWS_MIN`` columns with ``ROWS_INNER_MIN`` or more elements after them, on a lone
@@ -1108,16 +1180,24 @@ def test_indices_go_by_rows_where_measured():
 
   for shape, window in [((8, 56, 56, 64), (56, 56)), ((8, 64, 64, 64), (16, 16)),
                         ((8, 56, 56, 2048), (56, 56)), ((32, 1024, 64), (1024,)),
-                        ((8, 3136, 3), (3136,)), ((64, 256, 64), (256,))]:
+                        ((8, 3136, 3), (3136,)), ((64, 256, 64), (256,)),
+                        ((8, 56, 56, 64), (28, 28))]:
     got, taps = form(shape, window)
     assert got == "block_rows", (shape, window)
-    assert planner.differentiated(planner.plan("indices", taps, np.float32, lone),
-                                  taps).indices in ("block_chain", "block_match")
-  got, taps = form((8, 56, 56, 64), (56, 56), dtype=jnp.bfloat16)
+    p = planner.plan("indices", taps, np.float32, lone, inner=shape[-1])
+    rows = window[0] >= 32 if len(window) == 2 else planner.rows_split(window[0]) >= 32
+    # from 32 rows the same form serves the derivative ("Derivatives by rows")
+    assert (p.residual == "block_rows") == rows, (shape, window)
+    d = planner.differentiated(p, taps)
+    assert d == p if rows else d.indices in ("block_chain", "block_match")
+  got, taps = form((8, 64, 64, 64), (16, 16), dtype=jnp.bfloat16)
   assert got == "block_rows"
   p = planner.plan("indices", taps, jnp.bfloat16, lone, inner=64)
   assert planner.differentiated(p, taps, jnp.bfloat16) == dataclasses.replace(
       p, indices="block_match") and p.upcast   # the 16-bit plan without the rule
+  p = planner.plan("indices", form((8, 56, 56, 64), (56, 56))[1], jnp.bfloat16, lone,
+                   inner=64)
+  assert p.residual == "block_rows" and p.upcast  # 32+ rows: the rows form, in float32
   # measured slower: 14x14 with 512 channels (1.08-1.48x), 7x7 with 2048 (1.39-1.64x)
   assert form((32, 14, 14, 512), (14, 14))[0] == "match"
   assert form((64, 7, 7, 2048), (7, 7))[0] == "match"

@@ -116,7 +116,9 @@ def test_large_window_program_size_is_flat():
   runs = [sizes(w) for w in (25, 28, chained, chained + 1, 2 * chained)]
   values, grads = [r[0] for r in runs], [r[1] for r in runs]
   assert max(values) - min(values) <= 30, values  # 128 vs 25: 2 more levels, 28: remainders
-  assert max(grads[3:]) < 200 and abs(grads[3] - grads[4]) <= 30, grads  # folded
+  # folded (from 32 rows the derivative's first max is found by rows: two folded first
+  # hits, about 200 ops at 65 and at 128)
+  assert max(grads[3:]) < 250 and abs(grads[3] - grads[4]) <= 30, grads
   assert max(grads[:3]) < 200 + 10 * chained, grads  # one chain step per position
   folded = [index_ops(w) for w in (chained + 1, 2 * chained)]
   assert max(folded) - min(folded) <= 30 and max(folded) < 200, folded

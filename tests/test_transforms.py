@@ -85,6 +85,11 @@ ROWS = {
     "indices_3d": (lambda x: jaxpool.max_pool_with_indices(x, (2, 2, 2)), S3, False),
     "indices_rows_16x16": (lambda x: jaxpool.max_pool_with_indices(x, (16, 16)),
                            (1, 16, 16, 3), False),
+    # 32+ rows: values and their derivative two-level by rows (residual="block_rows")
+    "indices_rows_32x32": (lambda x: jaxpool.max_pool_with_indices(x, (32, 32)),
+                           (1, 32, 32, 3), False),
+    "global_max_rows_32x32": (lambda x: jaxpool.global_max_pool(x, 2), (1, 32, 32, 3),
+                              False),
     # unpool: scatter (both data paths of the default), the in-window select, overlapping
     "unpool_2x2": (lambda x: _unpool(x, (2, 2)), S2, False),
     "unpool_2x2_in_window": (lambda x: _unpool(x, (2, 2), indices_in_window=True), S2, False),

@@ -49,6 +49,7 @@ CHECK_MAX = 32     # window positions compared per index by unpool's in-window c
 SELECT_INNER_MIN = 16  # elements after the pooled axes for unpooling overlapping windows
 ROWS_MIN = 16      # rows and columns of windows whose indices are found two-level by rows
 ROWS_INNER_MIN = 3  # elements after the pooled axes for that
+ROWS_BACK_MIN = 32  # rows and columns of windows whose max/min derivative is found so
 # by compare-and-select (windows of at most SMALL elements, 1-D or strided)
 PLANES_MAX = 16    # padded untiled window elements routed back by phase planes; more: scatter
 TRANSPOSE_WINDOW_MAX = 13  # per-axis window of a reduce_window sum whose transpose stays fast
@@ -71,7 +72,7 @@ MINOR_LAST_INNER_MAX = 128  # elements after the pooled axes for a minor-last ch
 # The forms each field may name.
 VALUES = ("tiles", "separable", "axes", "window", "blocks")
 RESIDUALS = ("match_blocks", "match_blocks_f32", "match_chain", "match_stacked", "match_slices",
-             "match_real", "first_max", "first_max_tiled", "input")
+             "match_real", "first_max", "first_max_tiled", "block_rows", "input")
 BACKWARDS = ("jax", "block", "planes", "axis_planes", "scatter", "chain", "chain_scatter")
 INDICES = ("block", "block_match", "block_chain", "block_rows", "match", "first_max",
            "first_max_tiled", "chain")
@@ -101,8 +102,10 @@ class Plan:
       (``"match_*"`` compare against the max, ``"first_max*"`` run a compare chain,
       ``_tiled`` per tile; ``"match_blocks_f32"`` reduces the blocks' offset ids as
       float32, exact below 2**24; ``"match_chain"`` matches the blocks' last window axis
-      by a select chain and folds the earlier ones) or ``"input"`` (the chain
-      recomputes them).
+      by a select chain and folds the earlier ones; ``"block_rows"``, windows tiling
+      one or two axes, where differentiated: the values and offsets together two-level
+      by rows, :func:`jaxpool._engine.select.block_rows_first`, with ``"block"``; where
+      not, the planned values alone) or ``"input"`` (the chain recomputes them).
     backward: the derivative: ``"jax"`` (JAX's own rule for what ``values`` emits: no
       custom rule), ``"block"`` (a reshape's transpose), ``"planes"`` (stride-phase
       planes of pads and selects), ``"axis_planes"`` (a sum's phase planes one axis
@@ -116,8 +119,9 @@ class Plan:
       over its positions, so that the compare is not written in full),
       ``"block_rows"`` (windows tiling one or two axes, where neither output is
       differentiated: the max of each window row, then the first row holding the max
-      read again for the column, :func:`jaxpool._engine.select.block_rows_argmax`;
-      differentiated, the values and indices of :func:`differentiated`),
+      read again for the column, :func:`jaxpool._engine.select.block_rows_first`;
+      differentiated, the same form with ``residual="block_rows"``, else the values
+      and indices of :func:`differentiated`),
       ``"match"`` (the values, then the first real offset holding them, a select
       chain), ``"first_max"`` / ``"first_max_tiled"`` (compare chain) or ``"chain"``.
     unpool: ``"scatter"``, ``"check_select"`` (a check that every index lies in its
@@ -628,7 +632,17 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
                                        or residual == "match_slices"
                                        and all(map(unpadded, taps))
                                        or residual == "match_chain"))
+  # windows tiling one or two axes in 32+ rows of 32+ columns, differentiated: the values
+  # and their first extremes found together two-level by rows, then the blocks'
+  # routing (forward+backward 0.46-0.8x over whole axes 56x56 and 112x112, 32x32
+  # blocks, 1-D windows of 1024-4096, 3-256 channels; 16-24 rows 0.72-1.2x, 16-bit max
+  # 0.9-1.5x against its native blocks; benchmarks/README.md, "Derivatives by rows")
+  by_rows = (jnp.issubdtype(dtype, jnp.inexact)
+             and _by_rows(taps, target, inner, least=ROWS_BACK_MIN))
   if op != "indices":
+    if by_rows and not sixteen:
+      return dataclasses.replace(select, residual="block_rows", backward="block",
+                                 fence=False)
     # padded blocks over JOINT_MAX elements over 2+ axes with REAL_BINS_INNER_MIN or more
     # elements after them: values by the bins of their real elements (forward
     # 0.17-0.41x, forward+backward 0.59-0.84x; smaller windows and 3 channels lost
@@ -654,6 +668,9 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
     # "Indices by rows")
     indices = ("block_rows" if _by_rows(taps, target, inner)
                else _block_indices(taps, sixteen))
+    if by_rows:  # 16-bit input too, through the float32 upcast (0.61-0.96x)
+      return dataclasses.replace(select, indices=indices, residual="block_rows",
+                                 backward="block", fence=False)
     return dataclasses.replace(select, indices=indices)
   if not joint(taps):
     # windows up to MATCH_MAX elements, unpadded or undilated non-overlapping ones, with
@@ -693,23 +710,25 @@ def rows_split(window: int) -> int:
   return next(a for a in range(math.isqrt(window), 0, -1) if window % a == 0)
 
 
-def _by_rows(taps, target: Target, inner: int) -> bool:
-  """Windows that tile one or two axes in at least ``ROWS_MIN`` rows of ``ROWS_MIN``
-  columns (a 1-D window split into rows by :func:`rows_split`) with ``ROWS_INNER_MIN``
-  or more elements after them, on a lone CPU device (the form's fences): their indices
-  two-level by rows (``"block_rows"``)."""
+def _by_rows(taps, target: Target, inner: int, least: int = ROWS_MIN) -> bool:
+  """Windows that tile one or two axes in at least ``least`` rows of ``least`` columns
+  (a 1-D window split into rows by :func:`rows_split`) with ``ROWS_INNER_MIN`` or more
+  elements after them, on a lone CPU device (the form's fences): two-level by rows
+  (indices ``"block_rows"`` from ``ROWS_MIN`` rows, residual ``"block_rows"`` from
+  ``ROWS_BACK_MIN``)."""
   if not (target.lone and len(taps) in (1, 2) and all(map(tiling, taps))
           and inner >= ROWS_INNER_MIN):
     return False
   if len(taps) == 1:
-    return rows_split(taps[0].window) >= ROWS_MIN
-  return min(t.window for t in taps) >= ROWS_MIN
+    return rows_split(taps[0].window) >= least
+  return min(t.window for t in taps) >= least
 
 
 def differentiated(p: Plan, taps: Sequence[AxisTaps], dtype=np.float32) -> Plan:
   """The plan that serves ``p`` where its op is differentiated, for forms computed only
-  where it is not (``indices="block_rows"``); ``p`` itself otherwise."""
-  if p.indices != "block_rows":
+  where it is not (``indices="block_rows"`` without ``residual="block_rows"``); ``p``
+  itself otherwise."""
+  if p.indices != "block_rows" or p.residual == "block_rows":
     return p
   return dataclasses.replace(p, indices=_block_indices(tuple(taps), _is_16bit_float(dtype)))
 
@@ -984,7 +1003,13 @@ def valid(p: Plan, op: str, taps: Sequence[AxisTaps]) -> str | None:
               "non-overlapping windows by folds (JAX's max rule splits ties)")
   if p.values == "blocks" and not (regular and blocked(taps)):
     return "values='blocks' needs non-overlapping undilated windows"
-  blocks_residual = p.residual in ("match_blocks", "match_blocks_f32", "match_chain")
+  if p.residual == "block_rows" and (
+      op not in ("max", "min", "indices") or p.backward != "block" or len(taps) > 2
+      or not (regular and all(map(tiling, taps)))):
+    return ("residual='block_rows' needs max/min windows tiling one or two axes and "
+            "backward='block'")
+  blocks_residual = p.residual in ("match_blocks", "match_blocks_f32", "match_chain",
+                                   "block_rows")
   matched_blocks = (p.residual == "match_slices" and regular and blocked(taps)
                     and math.prod(t.window for t in taps) <= MATCH_MAX)
   if (p.residual not in (None, "input") and not blocks_residual and not matched_blocks
@@ -1069,7 +1094,8 @@ def candidates(op: str, taps: Sequence[AxisTaps], dtype, *, size: int = 0,
               for a in ADDRESSES]
     swaps += [{"residual": "input", "backward": "chain"},
               {"residual": "input", "backward": "chain", "fence": not base.fence},
-              {"residual": "match_blocks", "backward": "block"}]
+              {"residual": "match_blocks", "backward": "block"},
+              {"residual": "block_rows", "backward": "block"}]
   if op == "sum":
     swaps += [{"backward": b} for b in ("jax", "planes", "axis_planes")]
     swaps += [{"fold": f} for f in (None, "fused")]

@@ -27,7 +27,7 @@ from jaxpool._engine.plan import Plan
 from jaxpool._engine.select import (
   block_back,
   block_first_index,
-  block_rows_argmax,
+  block_rows_first,
   chain_back,
   chain_flat_index,
   first_index,
@@ -192,6 +192,8 @@ def _in_float32(fn, x, p: Plan):
 def _select(x, axes, taps, kind, p: Plan) -> jax.Array:
   if p.upcast:  # with indices, _with_indices has cast already
     return _in_float32(lambda x, p: _select(x, axes, taps, kind, p), x, p)
+  if jnp.issubdtype(x.dtype, jnp.inexact) and p.residual == "block_rows":
+    return _select_by_rows(x, axes, taps, kind, p)
   if jnp.issubdtype(x.dtype, jnp.inexact) and p.backward != "jax":
     return _select_pool(x, axes, taps, kind, p)
   return _select_values(x, axes, taps, kind, p)
@@ -223,9 +225,34 @@ def _block_argmax_backward(x, operands, out, axes, taps, spatial, upcast):
 _block_argmax = transposed_jvp(_block_argmax_values, _block_argmax_backward, static=4)
 
 
+def _rows_first_values(x, axes, taps, kind):
+  return block_rows_first(x, Windows(x.ndim, axes, taps), tuple(t.size for t in taps), kind)
+
+
+def _rows_first_backward(x, operands, out, axes, taps, kind):
+  # into memory once: fused into the routing, XLA:CPU found each window's column again
+  # for every element of the cotangent (20x slower)
+  off = computed_once(out[2], out[0])
+  w = Windows(x.ndim, axes, taps)
+  return lambda g: block_back(w, g, off, x)
+
+
+# Values, flat indices and window offsets two-level by rows, the values' (co)tangent
+# routed through the offsets (``residual="block_rows"``).
+_rows_first = transposed_jvp(_rows_first_values, _rows_first_backward, static=3)
+
+
+def _rows_selected(x, axes, taps, kind, p):
+  return _rows_first(x, axes, taps, kind)[0]
+
+
+# Max/min by the planned values where not differentiated; where differentiated, the
+# values and their first extremes two-level by rows, found together.
+_select_by_rows = primal_form(_select_values, _rows_selected, static=4)
+
+
 def _rows_values(x, axes, taps, spatial, p):
-  return _in_float32(lambda x, p: block_rows_argmax(x, Windows(x.ndim, axes, taps), spatial),
-                     x, p)
+  return _in_float32(lambda x, p: _rows_first_values(x, axes, taps, "max")[:2], x, p)
 
 
 def _rows_differentiated(x, axes, taps, spatial, p):
@@ -239,6 +266,8 @@ _block_rows = primal_form(_rows_values, _rows_differentiated, static=4)
 
 def _with_indices(x, axes, taps, spatial, p: Plan):
   if p.indices == "block_rows":  # each of its forms casts for itself
+    if p.residual == "block_rows":  # the same form, with the values' derivative
+      return _in_float32(lambda x, p: _rows_first(x, axes, taps, "max")[:2], x, p)
     return _block_rows(x, axes, taps, spatial, p)
   if p.upcast and p.indices != "block":
     return _in_float32(lambda x, p: _with_indices(x, axes, taps, spatial, p), x, p)

@@ -382,10 +382,11 @@ def _first_hit(hit: jax.Array, axis: int) -> jax.Array:
   return jnp.broadcast_to(first, hit.shape[:axis] + (1,) + hit.shape[axis + 1:])
 
 
-def block_rows_argmax(x: jax.Array, w: Windows,
-                      spatial: Sequence[int]) -> tuple[jax.Array, jax.Array]:
-  """Each window's max (NaN-propagating) and the int32 flat spatial index of its first
-  max (or first NaN), for windows that tile one or two axes, two-level by rows.
+def block_rows_first(x: jax.Array, w: Windows, spatial: Sequence[int],
+                     kind: str = "max") -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Each window's max (min; NaN-propagating), the int32 flat spatial index of its first
+  max (or first NaN) and that element's offset in the window (row-major, as
+  :func:`block_back` takes it), for windows that tile one or two axes, two-level by rows.
 
   A window's rows are its positions along its first axis (a 1-D window is split into
   :func:`~jaxpool._engine.plan.rows_split` rows). One pass over ``x`` writes each row's
@@ -400,29 +401,30 @@ def block_rows_argmax(x: jax.Array, w: Windows,
   >>> from jaxpool._geometry import AxisTaps
   >>> x = jnp.array([[3., 1., 7., 7.]])[..., None]
   >>> taps = (AxisTaps(size=4, out=1, window=4, stride=4),)
-  >>> y, i = block_rows_argmax(x, Windows(3, (1,), taps), (4,))
-  >>> float(y[0, 0, 0]), int(i[0, 0, 0])
-  (7.0, 2)
+  >>> y, i, off = block_rows_first(x, Windows(3, (1,), taps), (4,))
+  >>> float(y[0, 0, 0]), int(i[0, 0, 0]), int(off[0, 0, 0])
+  (7.0, 2, 2)
   """
   dtype = x.dtype
   x = x.astype(np.int8) if dtype == np.bool_ else x
-  xb = w.blocks(x, identity("max", x.dtype))
+  xb = w.blocks(x, identity(kind, x.dtype))
   once = functools.partial(computed_once, key=x)
   if len(w.axes) == 1:
     row, col = w.window_axes[0], w.window_axes[0] + 1
     rows = planner.rows_split(w.taps[0].window)
     xb = xb.reshape(xb.shape[:row] + (rows, -1) + xb.shape[row + 1:])
-    step = xb.shape[col]
+    step = cols = xb.shape[col]
   else:
-    (row, col), step = w.window_axes, spatial[1]
-  tops = once(folds(xb, col, "max"))
-  y = once(folds(tops, row, "max"))
+    (row, col), step, cols = w.window_axes, spatial[1], w.taps[1].window
+  tops = once(folds(xb, col, kind))
+  y = once(folds(tops, row, kind))
   r = once(_first_hit(_matches(tops, y), row))
   line = jnp.take_along_axis(xb, r, row, mode="promise_in_bounds")
   c = _first_hit(_matches(line, y), col)
   y = y.reshape(tuple(n for a, n in enumerate(y.shape) if a not in (row, col)))
   idx = (r * np.int32(step) + c).reshape(y.shape) + w.origins(spatial)
-  return y.astype(dtype), idx.astype(jnp.int32)
+  off = (r * np.int32(cols) + c).reshape(y.shape)
+  return y.astype(dtype), idx.astype(jnp.int32), off
 
 
 def chain_flat_index(x, axes, taps, kind: str, out_shape, fence: bool = False,
