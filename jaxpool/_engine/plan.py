@@ -635,7 +635,7 @@ def _cpu_forms(op, taps, dtype, target, size, mapped, inner=0) -> Plan:
   # windows tiling one or two axes in 32+ rows of 32+ columns, differentiated: the values
   # and their first extremes found together two-level by rows, then the blocks'
   # routing (forward+backward 0.46-0.8x over whole axes 56x56 and 112x112, 32x32
-  # blocks, 1-D windows of 1024-4096, 3-256 channels; 16-24 rows 0.72-1.2x, 16-bit max
+  # blocks, 1-D windows of 1024-4096, 3-256 channels; 16-28 rows 0.72-1.28x, 16-bit max
   # 0.9-1.5x against its native blocks; benchmarks/README.md, "Derivatives by rows")
   by_rows = (jnp.issubdtype(dtype, jnp.inexact)
              and _by_rows(taps, target, inner, least=ROWS_BACK_MIN))
