@@ -289,7 +289,8 @@ def window_taps(fn: str, spatial: tuple[int, ...], window_shape: Any, strides: A
     # One window reads the same positions at any stride: its taps take the stride of
     # non-overlapping windows, so that every such geometry plans alike. (At stride 1,
     # XLA:CPU turns a whole-axis reduce_window into a reduce that drops NaN.)
-    t = AxisTaps(n, out, k, max(s, r * (k - 1) + 1) if out == 1 else s, r, lo, hi)
+    t = AxisTaps(n, out, k, s, r, lo, hi)
+    t = dataclasses.replace(t, stride=max(s, t.span)) if out == 1 else t
     empty = np.flatnonzero(~t.real().any(axis=1))
     if empty.size:
       raise ValueError(
